@@ -1,1 +1,21 @@
-"""nlls."""
+"""nlls: nonlinear least squares in JAX.
+
+Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Marquardt, Gauss–Newton with line
+search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``.
+"""
+
+from .result import Solution, Stats
+from .solve import least_squares
+from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
+from .termination import Status
+
+__all__ = [
+    "Dogleg",
+    "GaussNewton",
+    "LevenbergMarquardt",
+    "Solution",
+    "Stats",
+    "Status",
+    "least_squares",
+]
+__version__ = "0.1.0"

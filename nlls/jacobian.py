@@ -1,0 +1,56 @@
+"""Dense Jacobians by automatic differentiation, and the second directional derivative.
+
+The residual is seen as a function ``r: Rⁿ → Rᵐ`` of the flat parameter vector. Its Jacobian costs
+
+* forward mode: ``n`` Jacobian–vector products (one per column, vmapped), best when ``n ≤ m``;
+* reverse mode: ``m`` vector–Jacobian products (one per row, vmapped), best when ``m < n``.
+
+Both come with the residual value at the same point, from the linearisation itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+JAC_MODES = ("auto", "fwd", "rev")
+
+
+def choose_mode(jac: str, m: int, n: int) -> str:
+    """``"fwd"`` for tall or square Jacobians (``n ≤ m``), ``"rev"`` for wide ones."""
+    if jac == "auto":
+        return "fwd" if n <= m else "rev"
+    return jac
+
+
+def forward_jacobian(
+    fn: Callable[[Array], Array], params: Float[Array, " n"]
+) -> tuple[Float[Array, " m"], Float[Array, "m n"]]:
+    """Residual and Jacobian from ``n`` vmapped JVPs (columns of J)."""
+    residual, jvp = jax.linearize(fn, params)
+    basis = jnp.eye(params.size, dtype=params.dtype)
+    return residual, jax.vmap(jvp, out_axes=1)(basis)
+
+
+def reverse_jacobian(
+    fn: Callable[[Array], Array], params: Float[Array, " n"]
+) -> tuple[Float[Array, " m"], Float[Array, "m n"]]:
+    """Residual and Jacobian from ``m`` vmapped VJPs (rows of J)."""
+    residual, vjp = jax.vjp(fn, params)
+    basis = jnp.eye(residual.size, dtype=residual.dtype)
+    (rows,) = jax.vmap(vjp)(basis)
+    return residual, rows
+
+
+def second_directional_derivative(
+    fn: Callable[[Array], Array], params: Float[Array, " n"], direction: Float[Array, " n"]
+) -> Float[Array, " m"]:
+    """``r''(θ)[v, v] = d²/dt² r(θ + t v)`` at ``t = 0``, exactly, by a JVP of a JVP."""
+
+    def directional_derivative(point):
+        return jax.jvp(fn, (point,), (direction,))[1]
+
+    return jax.jvp(directional_derivative, (params,), (direction,))[1]

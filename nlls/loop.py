@@ -1,0 +1,114 @@
+"""The compiled solver loop: ``init`` once, then ``step`` inside one ``lax.while_loop``.
+
+The loop is pure JAX, so it runs under ``jax.jit`` and ``jax.vmap`` (a batch of problems runs until the
+last member has stopped; finished members keep their state). ``run`` takes the step count at which to
+pause as a traced value, so one compiled program serves every segment length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from . import termination
+from .problem import FlatProblem
+from .termination import Status, Tolerances
+
+
+class LoopState(eqx.Module):
+    """The method's state plus the counters and status every method shares."""
+
+    method_state: Any
+    steps: Int[Array, ""]
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    rejected: Int[Array, ""]
+    status: Int[Array, ""]
+    step_norm: Float[Array, ""]
+    accepted: Bool[Array, ""]
+
+    @property
+    def point(self):
+        return self.method_state.point
+
+
+def init(method, problem: FlatProblem, path: str, params, tol: Tolerances) -> LoopState:
+    """Evaluate residual and Jacobian at the start; flag a non-finite start, or a stationary one."""
+    method_state = method.init(problem, path, params)
+    point = method_state.point
+    finite = jnp.all(jnp.isfinite(params)) & jnp.all(jnp.isfinite(point.residual)) & point.finite
+    status = jnp.where(
+        finite,
+        jnp.where(termination.gradient_small(tol, point.grad), Status.GTOL, Status.RUNNING),
+        Status.NONFINITE_START,
+    )
+    zero = jnp.asarray(0, jnp.int32)
+    return LoopState(
+        method_state=method_state,
+        steps=zero,
+        nfev=jnp.asarray(1, jnp.int32),
+        njev=jnp.asarray(1, jnp.int32),
+        rejected=zero,
+        status=status.astype(jnp.int32),
+        step_norm=jnp.zeros((), params.dtype),
+        accepted=jnp.asarray(False),
+    )
+
+
+def run(
+    method,
+    problem: FlatProblem,
+    path: str,
+    tol: Tolerances,
+    state: LoopState,
+    max_steps,
+    pause_at=None,
+) -> LoopState:
+    """Step until a termination test fires, ``max_steps`` accepted steps are done, or the step count
+    reaches ``pause_at`` (then the status stays ``RUNNING`` and ``run`` can be called again)."""
+    limit = max_steps if pause_at is None else jnp.minimum(pause_at, max_steps)
+
+    def keep_going(s: LoopState):
+        return (s.status == Status.RUNNING) & (s.steps < limit)
+
+    def body(s: LoopState) -> LoopState:
+        method_state, report = method.step(problem, path, s.method_state)
+        status = termination.check(
+            tol,
+            accepted=report.accepted,
+            cost_before=report.cost_before,
+            actual_reduction=report.actual_reduction,
+            predicted_reduction=report.predicted_reduction,
+            step_norm=report.step_norm,
+            params_norm=jnp.linalg.norm(s.point.params),
+            grad=method_state.point.grad,
+        )
+        status = jnp.where(
+            (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
+        )
+        steps = s.steps + report.accepted.astype(jnp.int32)
+        status = jnp.where(
+            (status == Status.RUNNING) & (steps >= max_steps), Status.MAX_STEPS, status
+        )
+        return LoopState(
+            method_state=method_state,
+            steps=steps,
+            nfev=s.nfev + report.nfev,
+            njev=s.njev + report.njev,
+            rejected=s.rejected + report.rejected,
+            status=status.astype(jnp.int32),
+            step_norm=report.step_norm,
+            accepted=report.accepted,
+        )
+
+    state = jax.lax.while_loop(keep_going, body, state)
+    exhausted = (state.status == Status.RUNNING) & (state.steps >= max_steps)
+    return eqx.tree_at(
+        lambda s: s.status,
+        state,
+        jnp.where(exhausted, Status.MAX_STEPS, state.status).astype(jnp.int32),
+    )

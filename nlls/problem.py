@@ -1,0 +1,65 @@
+"""The problem as the solvers see it: a residual of a flat parameter vector, and its Jacobian.
+
+Users write ``residual(params, *args)`` for any pytree ``params`` returning any pytree of residuals.
+Inside the solver both are flattened (``jax.flatten_util.ravel_pytree``) so the linear algebra works on
+plain vectors ``θ ∈ Rⁿ`` and ``r ∈ Rᵐ``; the result is unflattened at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
+
+from .jacobian import forward_jacobian, reverse_jacobian, second_directional_derivative
+
+
+class FlatProblem(eqx.Module):
+    """``r(θ)`` on flat vectors, with the Jacobian evaluated in the chosen AD mode.
+
+    ``jac_mode`` is ``"fwd"``, ``"rev"`` or ``"user"`` (then ``user_jac(params, *args)`` returns the
+    ``(m, n)`` Jacobian of the flattened residual with respect to the flattened parameters).
+    """
+
+    residual_fn: Callable[..., Any]
+    args: tuple
+    unravel_params: Callable[[Array], Any]
+    jac_mode: str = eqx.field(static=True)
+    user_jac: Callable[..., Any] | None = None
+
+    def __call__(self, params: Float[Array, " n"]) -> Float[Array, " m"]:
+        tree = self.residual_fn(self.unravel_params(params), *self.args)
+        return ravel_pytree(tree)[0]
+
+    def linearize(
+        self, params: Float[Array, " n"]
+    ) -> tuple[Float[Array, " m"], Float[Array, "m n"]]:
+        """The residual and the dense Jacobian at ``params``."""
+        if self.jac_mode == "fwd":
+            return forward_jacobian(self, params)
+        if self.jac_mode == "rev":
+            return reverse_jacobian(self, params)
+        jac = self.user_jac(self.unravel_params(params), *self.args)
+        return self(params), jnp.asarray(jac, dtype=params.dtype)
+
+    def jacobian(self, params: Float[Array, " n"]) -> Float[Array, "m n"]:
+        return self.linearize(params)[1]
+
+    def second_directional(
+        self, params: Float[Array, " n"], direction: Float[Array, " n"]
+    ) -> Float[Array, " m"]:
+        """``r''(θ)[v, v]``, for geodesic acceleration."""
+        return second_directional_derivative(self, params, direction)
+
+
+def describe_leaves(tree) -> str:
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    return ", ".join(
+        f"{jax.tree_util.keystr(path) or 'params'}: {jnp.result_type(leaf)}{jnp.shape(leaf)}"
+        for path, leaf in leaves
+    )

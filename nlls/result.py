@@ -1,0 +1,53 @@
+"""The result of a solve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from .termination import Status
+
+
+class Stats(eqx.Module):
+    """Counts and the paths taken.
+
+    ``steps``: accepted steps; ``rejected``: trial steps that were not accepted (rejected LM or
+    trust-region trials, failed line-search trials), counted apart; ``nfev``/``njev``: residual and
+    Jacobian evaluations; ``linear``: ``"normal"`` or ``"min_norm"``; ``jac``: ``"fwd"``, ``"rev"`` or
+    ``"user"``.
+    """
+
+    steps: Int[Array, ""]
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    rejected: Int[Array, ""]
+    linear: str = eqx.field(static=True)
+    jac: str = eqx.field(static=True)
+
+
+class Solution(eqx.Module):
+    """What ``least_squares`` returns; a pytree, so it passes through ``jit`` and ``vmap``.
+
+    ``params`` has the structure of ``params0``; ``residual`` that of the residual function's output;
+    ``cost = ½‖r‖²``; ``grad = Jᵀr`` (flat); ``status`` is a ``Status`` value (an integer array, one per
+    problem under ``vmap``); ``success`` is true when a tolerance was met.
+    """
+
+    params: Any
+    cost: Float[Array, "*batch"]
+    residual: Any
+    grad: Float[Array, "*batch n"]
+    success: Bool[Array, "*batch"]
+    status: Int[Array, "*batch"]
+    stats: Stats
+
+    @property
+    def message(self) -> str | list[str]:
+        """The status in words (a list of them for a batch of solves)."""
+        codes = np.asarray(self.status)
+        if codes.ndim == 0:
+            return Status(int(codes)).message
+        return [Status(int(c)).message for c in codes.ravel()]

@@ -1,0 +1,206 @@
+"""``least_squares``: the public entry point of the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from . import loop
+from .jacobian import JAC_MODES, choose_mode
+from .linear import LINEAR_PATHS, choose_path
+from .problem import FlatProblem, describe_leaves
+from .result import Solution, Stats
+from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
+from .termination import Status, Tolerances
+
+METHODS = {"lm": LevenbergMarquardt, "gn": GaussNewton, "dogleg": Dogleg}
+
+
+def least_squares(
+    residual: Callable[..., Any],
+    params0: Any,
+    args: tuple = (),
+    *,
+    method: str | eqx.Module = "lm",
+    jac: str | Callable[..., Any] = "auto",
+    linear: str = "auto",
+    ftol: float = 1e-8,
+    xtol: float = 1e-8,
+    gtol: float = 1e-8,
+    max_steps: int = 1000,
+) -> Solution:
+    """Minimise ``½‖residual(params, *args)‖²`` over ``params``.
+
+    Args:
+        residual: ``residual(params, *args)`` returns an array or pytree of residuals, of the same
+            floating dtype as the parameters.
+        params0: the starting point, any pytree of floating arrays of one dtype (float32 or float64).
+        args: extra arguments passed to ``residual`` (data, usually); arrays here are traced, not
+            baked into the compiled program.
+        method: ``"lm"`` (Levenberg–Marquardt), ``"gn"`` (Gauss–Newton with line search),
+            ``"dogleg"``, or a configured solver object such as ``nlls.LevenbergMarquardt(geodesic=True)``.
+        jac: ``"auto"`` (forward mode when ``n ≤ m``, reverse mode otherwise), ``"fwd"``, ``"rev"``, or
+            a function ``jac(params, *args)`` returning the ``(m, n)`` Jacobian of the flattened residual
+            with respect to the flattened parameters.
+        linear: ``"auto"`` (``"normal"`` when ``n ≤ m``, ``"min_norm"`` when ``m < n``), ``"normal"``
+            (n×n normal equations) or ``"min_norm"`` (m×m system, no n×n matrix ever formed).
+        ftol, xtol, gtol: termination tolerances, defined in ``nlls.termination``.
+        max_steps: the most accepted steps.
+
+    Returns:
+        A ``Solution``; ``Status(int(sol.status))`` names why it stopped.
+
+    Raises:
+        ValueError: a non-finite ``params0``, or residual or Jacobian non-finite at the start; a
+            residual of the wrong dtype or shape; an unknown option. Under an outer ``jax.jit`` or
+            ``jax.vmap`` the values are not known when tracing, so a non-finite start is reported as
+            ``Status.NONFINITE_START`` (with ``params`` left at ``params0``) instead of raised.
+
+    Example:
+        >>> import jax.numpy as jnp, nlls
+        >>> x = jnp.linspace(0.0, 1.0, 20)
+        >>> y = 2.0 * jnp.exp(-1.5 * x)
+        >>> sol = nlls.least_squares(lambda p, x, y: p["a"] * jnp.exp(-p["k"] * x) - y,
+        ...                          {"a": 1.0, "k": 1.0}, args=(x, y))
+        >>> print(f"{float(sol.params['a']):.4f} {float(sol.params['k']):.4f}")
+        2.0000 1.5000
+    """
+    solver = _resolve_method(method)
+    params0 = jax.tree_util.tree_map(jnp.asarray, params0)
+    dtype = _check_params(params0)
+    flat0, _ = ravel_pytree(params0)
+    m = _check_residual(residual, params0, args, dtype)
+    n = flat0.size
+    if linear not in LINEAR_PATHS:
+        raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {linear!r}")
+    if callable(jac):
+        _check_user_jac(jac, params0, args, m, n)
+        jac_mode, user_jac = "user", jac
+    elif jac in JAC_MODES:
+        jac_mode, user_jac = choose_mode(jac, m, n), None
+    else:
+        raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {jac!r}")
+    if int(max_steps) < 0:
+        raise ValueError(f"max_steps must be non-negative, got {max_steps}")
+    path = choose_path(linear, m, n)
+    tol = Tolerances(float(ftol), float(xtol), float(gtol)).clipped(dtype)
+
+    solution = _solve(
+        residual, params0, args, solver, path, jac_mode, user_jac, tol, int(max_steps)
+    )
+    if not isinstance(solution.status, jax.core.Tracer):
+        if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
+            raise ValueError(
+                "the residual or its Jacobian is not finite at params0: nlls needs a finite "
+                "starting point (check the initial parameters and the data for NaN or inf)"
+            )
+    return solution
+
+
+@eqx.filter_jit
+def _solve(residual, params0, args, solver, path, jac_mode, user_jac, tol, max_steps):
+    flat0, unravel = ravel_pytree(params0)
+    problem = FlatProblem(residual, tuple(args), unravel, jac_mode, user_jac)
+    state = loop.init(solver, problem, path, flat0, tol)
+    state = loop.run(solver, problem, path, tol, state, max_steps)
+    return _solution(state, residual, params0, args, unravel, path, jac_mode)
+
+
+def _solution(state: loop.LoopState, residual, params0, args, unravel, path, jac_mode) -> Solution:
+    point = state.point
+    _, unravel_residual = ravel_pytree(jax.eval_shape(residual, params0, *args))
+    status = state.status
+    return Solution(
+        params=unravel(point.params),
+        cost=point.cost,
+        residual=unravel_residual(point.residual),
+        grad=point.grad,
+        success=(status == Status.GTOL) | (status == Status.FTOL) | (status == Status.XTOL),
+        status=status,
+        stats=Stats(
+            steps=state.steps,
+            nfev=state.nfev,
+            njev=state.njev,
+            rejected=state.rejected,
+            linear=path,
+            jac=jac_mode,
+        ),
+    )
+
+
+def _resolve_method(method):
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(
+                f"method must be one of {tuple(METHODS)} or a solver object, got {method!r}"
+            )
+        return METHODS[method]()
+    if isinstance(method, LevenbergMarquardt | GaussNewton | Dogleg):
+        return method
+    raise TypeError(
+        f"method must be a name or a solver object such as nlls.LevenbergMarquardt(), got {method!r}"
+    )
+
+
+def _check_params(params0) -> np.dtype:
+    leaves = jax.tree_util.tree_leaves(params0)
+    if not leaves:
+        raise ValueError("params0 has no array leaves: there is nothing to fit")
+    dtypes = {jnp.result_type(leaf) for leaf in leaves}
+    if not all(jnp.issubdtype(d, jnp.floating) for d in dtypes):
+        raise ValueError(
+            f"params0 must hold floating-point arrays, got {describe_leaves(params0)}; "
+            "convert integer starting values with jnp.asarray(x, dtype=float)"
+        )
+    if len(dtypes) > 1:
+        raise ValueError(
+            f"params0 mixes dtypes ({describe_leaves(params0)}); use one floating dtype for all"
+        )
+    concrete = [leaf for leaf in leaves if not isinstance(leaf, jax.core.Tracer)]
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params0):
+        if leaf in concrete and not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(
+                f"params0 is not finite at {jax.tree_util.keystr(path) or 'params0'}: "
+                "nlls needs a finite starting point"
+            )
+    return dtypes.pop()
+
+
+def _check_residual(residual, params0, args, dtype) -> int:
+    try:
+        shape = jax.eval_shape(residual, params0, *args)
+    except Exception as error:  # the user's function failed to trace: say where
+        raise ValueError(f"calling residual(params0, *args) failed: {error}") from error
+    leaves = jax.tree_util.tree_leaves(shape)
+    if not leaves:
+        raise ValueError("residual returned no arrays")
+    for leaf in leaves:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(
+                f"residual must return floating-point values, got {leaf.dtype}{leaf.shape}"
+            )
+        if leaf.dtype != dtype:
+            raise ValueError(
+                f"residual returns {leaf.dtype} but params0 is {dtype}: the dtypes must match "
+                f"(cast the data or the parameters so both are {dtype} or both {leaf.dtype})"
+            )
+    m = sum(int(np.prod(leaf.shape)) for leaf in leaves)
+    if m == 0:
+        raise ValueError("residual returned an empty array: there is nothing to fit")
+    return m
+
+
+def _check_user_jac(jac, params0, args, m, n) -> None:
+    shape = jax.eval_shape(jac, params0, *args)
+    if not hasattr(shape, "shape") or tuple(shape.shape) != (m, n):
+        got = getattr(shape, "shape", type(shape).__name__)
+        raise ValueError(
+            f"jac(params, *args) must return the (m, n) = ({m}, {n}) Jacobian of the flattened "
+            f"residual with respect to the flattened parameters, got shape {got}"
+        )

@@ -1,0 +1,99 @@
+"""What every method shares: the current point, the step report, and Marquardt scaling."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from ..linear import factorize
+from ..problem import FlatProblem
+
+
+class Point(eqx.Module):
+    """An accepted iterate with everything evaluated there."""
+
+    params: Float[Array, " n"]
+    residual: Float[Array, " m"]
+    cost: Float[Array, ""]
+    jac: Float[Array, "m n"]
+    grad: Float[Array, " n"]
+
+    @property
+    def finite(self) -> Bool[Array, ""]:
+        return jnp.all(jnp.isfinite(self.jac)) & jnp.isfinite(self.cost)
+
+
+def cost_of(residual: Float[Array, " m"]) -> Float[Array, ""]:
+    """``½‖r‖²``, and ``+∞`` when the residual has a non-finite entry."""
+    cost = 0.5 * jnp.sum(residual**2)
+    return jnp.where(jnp.isfinite(cost), cost, jnp.inf)
+
+
+def point_at(
+    problem: FlatProblem, params: Float[Array, " n"], residual: Float[Array, " m"] | None = None
+) -> Point:
+    """Evaluate the Jacobian at ``params``; reuse a residual already evaluated there if given."""
+    new_residual, jac = problem.linearize(params)
+    if residual is None:
+        residual = new_residual
+    return Point(
+        params=params, residual=residual, cost=cost_of(residual), jac=jac, grad=jac.T @ residual
+    )
+
+
+class StepReport(eqx.Module):
+    """What one trial step did, for the termination tests, the counters and the callbacks."""
+
+    accepted: Bool[Array, ""]
+    cost_before: Float[Array, ""]
+    actual_reduction: Float[Array, ""]
+    predicted_reduction: Float[Array, ""]
+    step_norm: Float[Array, ""]
+    nfev: Int[Array, ""]
+    njev: Int[Array, ""]
+    rejected: Int[Array, ""]
+    failed: Bool[Array, ""]
+
+
+def column_norms(jac: Float[Array, "m n"]) -> Float[Array, " n"]:
+    return jnp.sqrt(jnp.sum(jac**2, axis=0))
+
+
+def initial_scale(jac: Float[Array, "m n"], scaling: bool) -> Float[Array, " n"]:
+    """Marquardt scaling ``D = ‖J[:, j]‖`` (1 where a column is zero), or ``D = I``."""
+    n = jac.shape[1]
+    if not scaling:
+        return jnp.ones(n, dtype=jac.dtype)
+    norms = column_norms(jac)
+    return jnp.where(norms > 0, norms, 1.0)
+
+
+def updated_scale(
+    scale: Float[Array, " n"], jac: Float[Array, "m n"], scaling: bool
+) -> Float[Array, " n"]:
+    """``D ← max(D, ‖J[:, j]‖)``: the running maximum of the column norms (Moré 1978)."""
+    if not scaling:
+        return scale
+    return jnp.maximum(scale, column_norms(jac))
+
+
+def select(predicate: Bool[Array, ""], on_true, on_false):
+    """Pick one of two pytrees of equal structure, leaf by leaf."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(predicate, a, b), on_true, on_false)
+
+
+def refresh(
+    problem: FlatProblem,
+    path: str,
+    scaling: bool,
+    point: Point,
+    scale,
+    trial_params,
+    trial_residual,
+):
+    """The point, scale and factorisation at an accepted trial point."""
+    new_point = point_at(problem, trial_params, trial_residual)
+    new_scale = updated_scale(scale, new_point.jac, scaling)
+    return new_point, new_scale, factorize(path, new_point.jac, new_scale)

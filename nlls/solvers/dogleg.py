@@ -1,0 +1,130 @@
+"""Powell's dogleg trust-region method.
+
+In scaled variables ``y = Dδ`` (``Jₛ = J D⁻¹``, ``gₛ = Jₛᵀr``) the step approximately minimises the
+Gauss–Newton model ``m(y) = ½‖r + Jₛ y‖²`` subject to ``‖y‖ ≤ Δ`` along the path from 0 through the
+Cauchy point to the Gauss–Newton point (Powell 1970; Nocedal & Wright, §4.1):
+
+* Gauss–Newton point ``y_gn``: the minimum-norm solution of ``Jₛ y = −r`` (``λ = 0``);
+* Cauchy point ``y_c = −(‖gₛ‖² / ‖Jₛ gₛ‖²) gₛ``, the model minimiser along steepest descent;
+* if ``‖y_gn‖ ≤ Δ`` take ``y_gn``; if ``‖y_c‖ ≥ Δ`` take ``−Δ gₛ/‖gₛ‖``; otherwise the point where
+  ``y_c + τ (y_gn − y_c)`` crosses the boundary, τ ∈ [0, 1].
+
+The gain ratio with ``pred = −gᵀδ − ½‖Jδ‖²`` accepts the step when ``ρ > η`` and updates ``Δ`` by the
+classical rule (``nlls.damping.trust_radius_update``). The initial radius is ``‖Dθ₀‖`` (1 if that is
+zero) times ``initial_radius``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from ..damping import gain_ratio, trust_radius_update
+from ..linear import factorize
+from ..problem import FlatProblem
+from .base import Point, StepReport, cost_of, initial_scale, point_at, refresh, select
+
+
+class DoglegState(eqx.Module):
+    point: Point
+    scale: Float[Array, " n"]
+    factor: eqx.Module
+    radius: Float[Array, ""]
+
+
+def dogleg_step(gauss_newton, cauchy, gradient_direction, radius):
+    """The dogleg point in scaled variables (see the module docstring)."""
+    gn_norm = jnp.linalg.norm(gauss_newton)
+    cauchy_norm = jnp.linalg.norm(cauchy)
+    leg = gauss_newton - cauchy
+    a = leg @ leg
+    b = 2 * (cauchy @ leg)
+    c = cauchy @ cauchy - radius**2
+    safe_a = jnp.where(a > 0, a, 1.0)
+    tau = jnp.clip((-b + jnp.sqrt(jnp.maximum(b**2 - 4 * a * c, 0.0))) / (2 * safe_a), 0.0, 1.0)
+    return jnp.where(
+        gn_norm <= radius,
+        gauss_newton,
+        jnp.where(cauchy_norm >= radius, -radius * gradient_direction, cauchy + tau * leg),
+    )
+
+
+class Dogleg(eqx.Module):
+    """Powell's dogleg trust region.
+
+    Args:
+        initial_radius: factor on ``‖Dθ₀‖`` (or on 1 when ``θ₀ = 0``) giving the first radius.
+        scaling: Marquardt scaling of the trust region; ``None``: on for the normal path only.
+        accept_threshold: η, the smallest gain ratio that accepts a step.
+    """
+
+    initial_radius: float = 1.0
+    scaling: bool | None = None
+    accept_threshold: float = 1e-4
+
+    def __check_init__(self):
+        if not self.initial_radius > 0:
+            raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
+
+    def uses_scaling(self, path: str) -> bool:
+        return path == "normal" if self.scaling is None else bool(self.scaling)
+
+    def init(self, problem: FlatProblem, path: str, params: Float[Array, " n"]) -> DoglegState:
+        point = point_at(problem, params)
+        scale = initial_scale(point.jac, self.uses_scaling(path))
+        size = jnp.linalg.norm(scale * params)
+        radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
+        return DoglegState(point, scale, factorize(path, point.jac, scale), radius)
+
+    def step(
+        self, problem: FlatProblem, path: str, state: DoglegState
+    ) -> tuple[DoglegState, StepReport]:
+        point, scale = state.point, state.scale
+        scaled_grad = point.grad / scale
+        grad_norm = jnp.linalg.norm(scaled_grad)
+        curvature = point.jac @ (scaled_grad / scale)
+        denominator = curvature @ curvature
+        cauchy_length = jnp.where(
+            denominator > 0, grad_norm**2 / jnp.where(denominator > 0, denominator, 1.0), 0.0
+        )
+        gauss_newton = scale * state.factor.solve(point.jac, point.residual, 0.0)
+        direction = scaled_grad / jnp.where(grad_norm > 0, grad_norm, 1.0)
+        scaled_step = dogleg_step(
+            gauss_newton, -cauchy_length * scaled_grad, direction, state.radius
+        )
+        step = scaled_step / scale
+
+        model_change = point.jac @ step
+        predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
+        trial_params = point.params + step
+        trial_residual = problem(trial_params)
+        actual = point.cost - cost_of(trial_residual)
+        ratio = gain_ratio(actual, predicted)
+        candidate = ratio > self.accept_threshold
+
+        current = (point, scale, state.factor)
+        new = jax.lax.cond(
+            candidate,
+            lambda: refresh(
+                problem, path, self.uses_scaling(path), point, scale, trial_params, trial_residual
+            ),
+            lambda: current,
+        )
+        accepted = candidate & new[0].finite
+        point, scale, factor = select(accepted, new, current)
+        radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
+
+        report = StepReport(
+            accepted=accepted,
+            cost_before=state.point.cost,
+            actual_reduction=actual,
+            predicted_reduction=predicted,
+            step_norm=jnp.linalg.norm(step),
+            nfev=jnp.asarray(1, jnp.int32),
+            njev=candidate.astype(jnp.int32),
+            rejected=(~accepted).astype(jnp.int32),
+            failed=jnp.asarray(False),
+        )
+        return DoglegState(point, scale, factor, radius), report

@@ -1,0 +1,107 @@
+"""Gauss–Newton with a backtracking (Armijo) line search.
+
+The direction is the minimum-norm solution of the linearised problem, ``d = −J⁺ r`` (``λ = 0`` in
+``nlls.linear``: singular values below the rank cut-off are dropped, so a rank-deficient or
+underdetermined Jacobian still gives a well-defined step — the one closest to the current parameters).
+The step length starts at ``α = 1`` and is multiplied by ``backtrack_factor`` until the sufficient
+decrease condition holds (Nocedal & Wright, Alg. 3.1):
+
+    ½‖r(θ + αd)‖² ≤ ½‖r(θ)‖² + c α gᵀd,    g = Jᵀr,
+
+with ``c`` = ``armijo_constant``. Trial points with non-finite residuals fail the test. Every trial that
+fails counts as a rejected step. If ``max_backtracks`` halvings find no decrease, or ``d`` is not a
+descent direction, the solve ends with status ``LINE_SEARCH_FAILED``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ..damping import armijo_holds
+from ..linear import factorize
+from ..problem import FlatProblem
+from .base import Point, StepReport, cost_of, point_at, refresh, select
+
+
+class GNState(eqx.Module):
+    point: Point
+    factor: eqx.Module
+
+
+class GaussNewton(eqx.Module):
+    """Gauss–Newton with backtracking line search.
+
+    Args:
+        armijo_constant: c in the sufficient decrease condition.
+        backtrack_factor: the factor applied to α after each failed trial.
+        max_backtracks: the most trials after the first.
+    """
+
+    armijo_constant: float = 1e-4
+    backtrack_factor: float = 0.5
+    max_backtracks: int = 30
+
+    def __check_init__(self):
+        if not 0 < self.backtrack_factor < 1:
+            raise ValueError(f"backtrack_factor must be in (0, 1), got {self.backtrack_factor}")
+        if not 0 < self.armijo_constant < 1:
+            raise ValueError(f"armijo_constant must be in (0, 1), got {self.armijo_constant}")
+
+    def init(self, problem: FlatProblem, path: str, params) -> GNState:
+        point = point_at(problem, params)
+        unit = jnp.ones(params.shape, params.dtype)
+        return GNState(point, factorize(path, point.jac, unit))
+
+    def step(self, problem: FlatProblem, path: str, state: GNState) -> tuple[GNState, StepReport]:
+        point = state.point
+        direction = state.factor.solve(point.jac, point.residual, 0.0)
+        slope = point.grad @ direction
+        descent = slope < 0
+
+        def trial(length):
+            residual = problem(point.params + length * direction)
+            return residual, cost_of(residual)
+
+        def insufficient(carry):
+            length, count, _, cost = carry
+            holds = armijo_holds(cost, point.cost, length, slope, self.armijo_constant)
+            return ~holds & (count <= self.max_backtracks) & descent
+
+        def backtrack(carry):
+            length, count, _, _ = carry
+            length = length * self.backtrack_factor
+            return (length, count + 1, *trial(length))
+
+        one = jnp.asarray(1.0, point.params.dtype)
+        length, trials, trial_residual, trial_cost = jax.lax.while_loop(
+            insufficient, backtrack, (one, jnp.asarray(1, jnp.int32), *trial(one))
+        )
+        found = descent & armijo_holds(trial_cost, point.cost, length, slope, self.armijo_constant)
+        step = length * direction
+        trial_params = point.params + step
+
+        unit = jnp.ones_like(point.params)
+        current = (point, unit, state.factor)
+        new = jax.lax.cond(
+            found,
+            lambda: refresh(problem, path, False, point, unit, trial_params, trial_residual),
+            lambda: current,
+        )
+        accepted = found & new[0].finite
+        point, _, factor = select(accepted, new, current)
+
+        model_change = state.point.jac @ step
+        report = StepReport(
+            accepted=accepted,
+            cost_before=state.point.cost,
+            actual_reduction=state.point.cost - trial_cost,
+            predicted_reduction=-slope * length - 0.5 * (model_change @ model_change),
+            step_norm=jnp.where(accepted, jnp.linalg.norm(step), jnp.linalg.norm(direction)),
+            nfev=trials,
+            njev=found.astype(jnp.int32),
+            rejected=trials - accepted.astype(jnp.int32),
+            failed=~accepted,
+        )
+        return GNState(point, factor), report

@@ -1,0 +1,102 @@
+"""Termination tests and the named status of a solve.
+
+Definitions (checked after every trial step, in this order; the first that holds ends the solve):
+
+* ``gtol``: the gradient is small, ``‖Jᵀr‖∞ ≤ gtol`` at the current point. Also checked at the start,
+  so a solve started at a stationary point takes no step.
+* ``ftol``: the cost stopped decreasing: the step was accepted and both the actual and the predicted
+  reduction of the cost ``½‖r‖²`` are at most ``ftol · cost`` (cost before the step).
+* ``xtol``: the step is small relative to the parameters, ``‖δ‖₂ ≤ xtol · (xtol + ‖θ‖₂)``. Checked on
+  rejected trial steps too: repeated rejections shrink the step until this test ends the solve, which is
+  how a solve that can make no further progress at working precision stops.
+* ``max_steps``: that many accepted steps were taken.
+
+``ftol`` and ``xtol`` below the machine epsilon of the parameters' dtype are raised to it: smaller values
+can never be met in that precision.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+
+class Status(enum.IntEnum):
+    """Why a solve ended. ``Solution.status`` holds the integer value; ``Status(value)`` names it."""
+
+    RUNNING = 0
+    GTOL = 1
+    FTOL = 2
+    XTOL = 3
+    MAX_STEPS = 4
+    LINE_SEARCH_FAILED = 5
+    NONFINITE_START = 6
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+    @property
+    def converged(self) -> bool:
+        """True for the statuses that mean a tolerance was met."""
+        return self in (Status.GTOL, Status.FTOL, Status.XTOL)
+
+
+_MESSAGES = {
+    Status.RUNNING: "the solve has not finished",
+    Status.GTOL: "gtol: the gradient norm ‖Jᵀr‖∞ fell below gtol",
+    Status.FTOL: "ftol: the relative reduction of the cost fell below ftol",
+    Status.XTOL: "xtol: the relative step size fell below xtol",
+    Status.MAX_STEPS: "max_steps: the step limit was reached before a tolerance was met",
+    Status.LINE_SEARCH_FAILED: (
+        "the line search found no decrease along the Gauss-Newton direction "
+        "(try method='lm', which adapts its damping)"
+    ),
+    Status.NONFINITE_START: "the parameters, residual or Jacobian at the start are not finite",
+}
+
+
+class Tolerances(eqx.Module):
+    """The three tolerances of the termination tests (see the module docstring)."""
+
+    ftol: float
+    xtol: float
+    gtol: float
+
+    def clipped(self, dtype) -> Tolerances:
+        eps = float(jnp.finfo(dtype).eps)
+        return Tolerances(ftol=max(self.ftol, eps), xtol=max(self.xtol, eps), gtol=self.gtol)
+
+
+def gradient_small(tol: Tolerances, grad: Float[Array, " n"]) -> Bool[Array, ""]:
+    """``‖g‖∞ ≤ gtol``."""
+    return jnp.max(jnp.abs(grad), initial=0.0) <= tol.gtol
+
+
+def check(
+    tol: Tolerances,
+    *,
+    accepted: Bool[Array, ""],
+    cost_before: Float[Array, ""],
+    actual_reduction: Float[Array, ""],
+    predicted_reduction: Float[Array, ""],
+    step_norm: Float[Array, ""],
+    params_norm: Float[Array, ""],
+    grad: Float[Array, " n"],
+) -> Int[Array, ""]:
+    """The status after one trial step: a converged status or ``RUNNING``."""
+    gtol_met = gradient_small(tol, grad)
+    ftol_met = (
+        accepted
+        & (jnp.abs(actual_reduction) <= tol.ftol * cost_before)
+        & (predicted_reduction <= tol.ftol * cost_before)
+    )
+    xtol_met = step_norm <= tol.xtol * (tol.xtol + params_norm)
+    return jnp.select(
+        [gtol_met, ftol_met, xtol_met],
+        [Status.GTOL, Status.FTOL, Status.XTOL],
+        default=Status.RUNNING,
+    ).astype(jnp.int32)
