@@ -75,5 +75,8 @@ def armijo_holds(
     slope: Float[Array, ""],
     constant: float,
 ) -> Bool[Array, ""]:
-    """Sufficient decrease: ``f(θ + αδ) ≤ f(θ) + c α ∇f(θ)ᵀδ`` (and the trial cost is finite)."""
-    return jnp.isfinite(cost_trial) & (cost_trial <= cost + constant * step_length * slope)
+    """Sufficient decrease: ``f(θ + αδ) ≤ f(θ) + c α ∇f(θ)ᵀδ``, the trial cost finite and strictly
+    below ``f(θ)`` (near a minimum ``c α ∇f(θ)ᵀδ`` can round away, and a step that does not lower
+    the cost is no step)."""
+    sufficient = cost_trial <= cost + constant * step_length * slope
+    return jnp.isfinite(cost_trial) & sufficient & (cost_trial < cost)

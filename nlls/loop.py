@@ -80,6 +80,7 @@ def run(
         status = termination.check(
             tol,
             accepted=report.accepted,
+            failed=report.failed,
             cost_before=report.cost_before,
             actual_reduction=report.actual_reduction,
             predicted_reduction=report.predicted_reduction,

@@ -91,9 +91,8 @@ def least_squares(
     path = choose_path(linear, m, n)
     tol = Tolerances(float(ftol), float(xtol), float(gtol)).clipped(dtype)
 
-    solution = _solve(
-        residual, params0, args, solver, path, jac_mode, user_jac, tol, int(max_steps)
-    )
+    max_steps = jnp.asarray(int(max_steps), jnp.int32)  # traced: no recompilation per value
+    solution = _solve(residual, params0, args, solver, path, jac_mode, user_jac, tol, max_steps)
     if not isinstance(solution.status, jax.core.Tracer):
         if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
             raise ValueError(
@@ -114,7 +113,7 @@ def _solve(residual, params0, args, solver, path, jac_mode, user_jac, tol, max_s
 
 def _solution(state: loop.LoopState, residual, params0, args, unravel, path, jac_mode) -> Solution:
     point = state.point
-    _, unravel_residual = ravel_pytree(jax.eval_shape(residual, params0, *args))
+    unravel_residual = _unraveler(jax.eval_shape(residual, params0, *args))
     status = state.status
     return Solution(
         params=unravel(point.params),
@@ -132,6 +131,22 @@ def _solution(state: loop.LoopState, residual, params0, args, unravel, path, jac
             jac=jac_mode,
         ),
     )
+
+
+def _unraveler(shapes):
+    """The inverse of ``ravel_pytree`` for a tree of ``ShapeDtypeStruct``."""
+    leaves, treedef = jax.tree_util.tree_flatten(shapes)
+    sizes = [int(np.prod(leaf.shape)) for leaf in leaves]
+    offsets = np.cumsum([0, *sizes])
+
+    def unravel(flat):
+        parts = [
+            flat[start:stop].reshape(leaf.shape)
+            for start, stop, leaf in zip(offsets[:-1], offsets[1:], leaves, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, parts)
+
+    return unravel
 
 
 def _resolve_method(method):

@@ -5,7 +5,10 @@ Definitions (checked after every trial step, in this order; the first that holds
 * ``gtol``: the gradient is small, ``‖Jᵀr‖∞ ≤ gtol`` at the current point. Also checked at the start,
   so a solve started at a stationary point takes no step.
 * ``ftol``: the cost stopped decreasing: the step was accepted and both the actual and the predicted
-  reduction of the cost ``½‖r‖²`` are at most ``ftol · cost`` (cost before the step).
+  reduction of the cost ``½‖r‖²`` are at most ``ftol · cost`` (cost before the step). When a
+  Gauss–Newton line search finds no decrease at all, the test uses the reduction its model predicts
+  for the full step: if even that is at most ``ftol · cost``, no decrease worth having is left and the
+  point is a minimum to within ``ftol``.
 * ``xtol``: the step is small relative to the parameters, ``‖δ‖₂ ≤ xtol · (xtol + ‖θ‖₂)``. Checked on
   rejected trial steps too: repeated rejections shrink the step until this test ends the solve, which is
   how a solve that can make no further progress at working precision stops.
@@ -80,6 +83,7 @@ def check(
     tol: Tolerances,
     *,
     accepted: Bool[Array, ""],
+    failed: Bool[Array, ""],
     cost_before: Float[Array, ""],
     actual_reduction: Float[Array, ""],
     predicted_reduction: Float[Array, ""],
@@ -90,7 +94,7 @@ def check(
     """The status after one trial step: a converged status or ``RUNNING``."""
     gtol_met = gradient_small(tol, grad)
     ftol_met = (
-        accepted
+        (accepted | failed)
         & (jnp.abs(actual_reduction) <= tol.ftol * cost_before)
         & (predicted_reduction <= tol.ftol * cost_before)
     )

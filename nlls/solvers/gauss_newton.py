@@ -10,7 +10,9 @@ decrease condition holds (Nocedal & Wright, Alg. 3.1):
 
 with ``c`` = ``armijo_constant``. Trial points with non-finite residuals fail the test. Every trial that
 fails counts as a rejected step. If ``max_backtracks`` halvings find no decrease, or ``d`` is not a
-descent direction, the solve ends with status ``LINE_SEARCH_FAILED``.
+descent direction, the solve ends: converged (``FTOL``) when the model predicts a reduction of at most
+``ftol · cost`` for the full step — there is nothing left to gain at working precision — and with status
+``LINE_SEARCH_FAILED`` otherwise.
 """
 
 from __future__ import annotations
@@ -92,12 +94,18 @@ class GaussNewton(eqx.Module):
         accepted = found & new[0].finite
         point, _, factor = select(accepted, new, current)
 
-        model_change = state.point.jac @ step
+        # On failure, report the full step's predicted reduction: the ftol test then tells a minimum
+        # at working precision (nothing left to gain) from a genuine failure.
+        full_change = state.point.jac @ direction
+        full_prediction = -slope - 0.5 * (full_change @ full_change)
+        model_change = length * full_change
         report = StepReport(
             accepted=accepted,
             cost_before=state.point.cost,
             actual_reduction=state.point.cost - trial_cost,
-            predicted_reduction=-slope * length - 0.5 * (model_change @ model_change),
+            predicted_reduction=jnp.where(
+                accepted, -slope * length - 0.5 * (model_change @ model_change), full_prediction
+            ),
             step_norm=jnp.where(accepted, jnp.linalg.norm(step), jnp.linalg.norm(direction)),
             nfev=trials,
             njev=found.astype(jnp.int32),

@@ -1,0 +1,88 @@
+"""Bad input gets a clear error or a safe, reported outcome."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nlls
+
+
+def line(p, x, y):
+    return p[0] * x + p[1] - y
+
+
+X = jnp.linspace(0.0, 1.0, 10)
+Y = 2.0 * X + 1.0
+
+
+def test_non_finite_start_raises():
+    with pytest.raises(ValueError, match="not finite"):
+        nlls.least_squares(line, jnp.array([jnp.nan, 1.0]), args=(X, Y))
+    with pytest.raises(ValueError, match="not finite"):
+        nlls.least_squares(line, {"a": jnp.array([1.0, jnp.inf])}, args=(X, Y))
+
+
+def test_residual_non_finite_at_the_start_raises():
+    bad_y = Y.at[3].set(jnp.nan)
+    with pytest.raises(ValueError, match="not finite at params0"):
+        nlls.least_squares(line, jnp.array([0.0, 0.0]), args=(X, bad_y))
+
+
+def test_non_finite_start_under_jit_is_reported_not_raised():
+    bad_y = Y.at[3].set(jnp.nan)
+    sol = jax.jit(lambda y: nlls.least_squares(line, jnp.array([0.0, 0.0]), args=(X, y)))(bad_y)
+    assert nlls.Status(int(sol.status)) is nlls.Status.NONFINITE_START
+    assert not bool(sol.success)
+    np.testing.assert_array_equal(np.asarray(sol.params), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("method", ["lm", "gn", "dogleg"])
+def test_non_finite_trial_point_is_a_rejected_step(method):
+    """sqrt(θ) − 0.1 from θ = 1: the Gauss–Newton step lands at θ = −0.8 where sqrt is NaN."""
+    sol = nlls.least_squares(lambda p: jnp.sqrt(p) - 0.1, jnp.array([1.0]), method=method)
+    assert int(sol.stats.rejected) >= 1
+    assert bool(sol.success), sol.message
+    assert bool(jnp.all(jnp.isfinite(sol.params)))
+    np.testing.assert_allclose(np.asarray(sol.params), [0.01], rtol=1e-6)
+
+
+def test_residual_dtype_mismatch_is_named():
+    with pytest.raises(ValueError, match="float32.*float64"):
+        nlls.least_squares(lambda p: (p - 1.0).astype(jnp.float32), jnp.zeros(3))
+
+
+def test_integer_residual_is_rejected():
+    with pytest.raises(ValueError, match="floating-point"):
+        nlls.least_squares(lambda p: jnp.round(p).astype(jnp.int32), jnp.zeros(3))
+
+
+def test_integer_or_mixed_parameters_are_rejected():
+    with pytest.raises(ValueError, match="floating-point"):
+        nlls.least_squares(line, jnp.array([1, 2]), args=(X, Y))
+    with pytest.raises(ValueError, match="mixes dtypes"):
+        nlls.least_squares(
+            lambda p: p["a"] - p["b"],
+            {"a": jnp.zeros(2, jnp.float32), "b": jnp.zeros(2, jnp.float64)},
+        )
+
+
+def test_user_jacobian_of_the_wrong_shape_is_named():
+    with pytest.raises(ValueError, match=r"\(m, n\) = \(10, 2\).*\(2, 10\)"):
+        nlls.least_squares(line, jnp.zeros(2), args=(X, Y), jac=lambda p, x, y: jnp.zeros((2, 10)))
+
+
+def test_unknown_options_are_rejected():
+    with pytest.raises(ValueError, match="method"):
+        nlls.least_squares(line, jnp.zeros(2), args=(X, Y), method="newton")
+    with pytest.raises(ValueError, match="linear"):
+        nlls.least_squares(line, jnp.zeros(2), args=(X, Y), linear="qr")
+    with pytest.raises(ValueError, match="jac"):
+        nlls.least_squares(line, jnp.zeros(2), args=(X, Y), jac="central")
+    with pytest.raises(ValueError, match="initial_damping"):
+        nlls.LevenbergMarquardt(initial_damping=-1.0)
+
+
+def test_residual_that_fails_to_trace_is_reported():
+    with pytest.raises(ValueError, match="residual"):
+        nlls.least_squares(lambda p, x: p @ x, jnp.zeros(3), args=(jnp.zeros(4),))

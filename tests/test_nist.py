@@ -1,0 +1,28 @@
+"""NIST StRD nonlinear regression: every certified parameter to LRE ≥ 6 from both starts."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nlls
+from tests.problems import NIST_NAMES, load_nist, lre
+
+
+@pytest.mark.parametrize("name", NIST_NAMES)
+def test_lm_reaches_certified_parameters(name):
+    problem = load_nist(name)
+    x, y = jnp.asarray(problem.x), jnp.asarray(problem.y)
+    for start in (problem.start1, problem.start2):
+        sol = nlls.least_squares(
+            problem.residual,
+            jnp.asarray(start),
+            args=(x, y),
+            method="lm",
+            ftol=1e-15,
+            xtol=1e-15,
+            gtol=0.0,
+            max_steps=5000,
+        )
+        errors = lre(np.asarray(sol.params), problem.certified)
+        assert errors.min() >= 6, f"{name} from {start}: LRE {np.round(errors, 2)}"
+        assert bool(sol.success), sol.message
