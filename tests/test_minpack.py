@@ -24,11 +24,19 @@ def acceptable(fnorm, run):
     return any(abs(fnorm - alt) <= 1e-6 * alt for alt in run.alternative_fnorms)
 
 
+@pytest.mark.parametrize("damping", ["nielsen", "trust_region"])
 @pytest.mark.parametrize("problem", sorted({run.problem for run in RUNS}))
-def test_lm_reaches_minpack_reference(problem):
+def test_lm_reaches_minpack_reference(problem, damping):
+    method = nlls.LevenbergMarquardt(damping=damping)
     for run in (r for r in RUNS if r.problem == problem):
         sol = nlls.least_squares(
-            run.residual, jnp.asarray(run.x0), ftol=1e-15, xtol=1e-15, gtol=0.0, max_steps=5000
+            run.residual,
+            jnp.asarray(run.x0),
+            method=method,
+            ftol=1e-15,
+            xtol=1e-15,
+            gtol=0.0,
+            max_steps=5000,
         )
         fnorm = float(np.linalg.norm(np.asarray(sol.residual)))
         assert np.isfinite(fnorm)

@@ -15,7 +15,13 @@ import nlls
 from nlls import loop
 from nlls.problem import FlatProblem
 
-METHODS = ["lm", "gn", "dogleg", nlls.LevenbergMarquardt(geodesic=True)]
+METHODS = [
+    "lm",
+    "gn",
+    "dogleg",
+    nlls.LevenbergMarquardt(geodesic=True),
+    nlls.LevenbergMarquardt(damping="trust_region"),
+]
 
 
 def rosenbrock(p):
@@ -87,7 +93,7 @@ _STEPPERS = {}
 @given(
     shape=st.sampled_from(_SHAPES),
     seed=st.integers(0, 2**31 - 1),
-    method=st.sampled_from(["lm", "gn", "dogleg", "geodesic"]),
+    method=st.sampled_from(["lm", "gn", "dogleg", "geodesic", "trust_region"]),
 )
 def test_every_accepted_step_decreases_the_cost(shape, seed, method):
     m, n = shape
@@ -98,6 +104,7 @@ def test_every_accepted_step_decreases_the_cost(shape, seed, method):
         "gn": nlls.GaussNewton(),
         "dogleg": nlls.Dogleg(),
         "geodesic": nlls.LevenbergMarquardt(geodesic=True),
+        "trust_region": nlls.LevenbergMarquardt(damping="trust_region"),
     }[method]
     path = "normal" if n <= m else "min_norm"
     problem = FlatProblem(

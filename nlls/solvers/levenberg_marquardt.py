@@ -1,4 +1,5 @@
-"""Levenberg–Marquardt with Nielsen's damping update and optional geodesic acceleration.
+"""Levenberg–Marquardt: Nielsen's damping update or Moré's trust-region form, with optional geodesic
+acceleration.
 
 Each step solves the damped problem ``(JᵀJ + λD²) δ = −Jᵀr`` (see ``nlls.linear``) and compares the
 actual reduction of the cost ``½‖r‖²`` with the reduction predicted by the Gauss–Newton model. For the
@@ -6,22 +7,30 @@ exact damped step the prediction has a form without cancellation (Moré 1978, MI
 
     pred = ½‖r‖² − ½‖r + Jδ‖² = ½‖Jδ‖² + λ‖Dδ‖².
 
-The gain ratio ``ρ = actual / pred`` accepts the step when ``ρ > η`` (``accept_threshold``) and updates
-the damping by Nielsen's rule (``nlls.damping.nielsen_update``). A trial point whose residual or Jacobian
-is not finite is rejected like any other bad step: the damping goes up and the solve goes on.
+The gain ratio ``ρ = actual / pred`` accepts the step when ``ρ > η`` (``accept_threshold``). A trial
+point whose residual or Jacobian is not finite is rejected like any other bad step.
+
+How λ is chosen (``damping``):
+
+* ``"nielsen"`` (default): λ is the state. Accepted: ``λ ← λ·max(1/3, 1 − (2ρ − 1)³)``; rejected:
+  ``λ ← λ·ν``, ``ν ← 2ν`` (Nielsen 1999; ``nlls.damping.nielsen_update``). Initial
+  ``λ₀ = τ · max diag(JₛᵀJₛ)`` with ``Jₛ = J D⁻¹`` (Madsen, Nielsen & Tingleff 2004, τ =
+  ``initial_damping``). One linear solve per trial.
+* ``"trust_region"``: a radius Δ is the state and λ is the smallest damping with ``‖Dδ(λ)‖ ≤ Δ``
+  (λ = 0, the Gauss–Newton step, when that fits; ``nlls.damping.damping_for_radius``). Δ follows Moré's
+  update (``nlls.damping.more_radius_update``); ``Δ₀ = initial_radius · ‖Dθ₀‖`` (or
+  ``initial_radius`` when θ₀ = 0). A few linear solves per trial (cheap on the SVD path), and pure
+  Gauss–Newton steps near a minimum: fewer evaluations on small curve fits.
 
 Scaling (Marquardt 1963; Moré 1978): ``D = diag(max over the run of the column norms of J)``, which makes
-the method invariant to the units of each parameter. On by default on the normal path; off by default
-on the minimum-norm path, whose step should be the one of least Euclidean norm.
-
-The initial damping is ``λ₀ = τ · max diag(JₛᵀJₛ)`` with ``Jₛ = J D⁻¹`` (Madsen, Nielsen & Tingleff
-2004, with τ = ``initial_damping``).
+the method invariant to the units of each parameter. On by default on the normal path; off by default on
+the minimum-norm path, whose step should be the one of least Euclidean norm.
 
 Geodesic acceleration (Transtrum & Sethna 2012): with the first-order step ``v``, the second-order
 correction ``a`` solves the same damped system with ``r`` replaced by the second directional derivative
 ``r''(θ)[v, v]`` (computed exactly by a nested JVP); the trial step is ``v + a/2`` when
-``2‖Da‖ ≤ α‖Dv‖`` (``geodesic_ratio``), and ``v`` otherwise. The prediction then uses the general
-model form ``pred = −gᵀδ − ½‖Jδ‖²``. The extra evaluation counts as one residual evaluation.
+``2‖Da‖ ≤ α‖Dv‖`` (``geodesic_ratio``), and ``v`` otherwise. The prediction then uses the general model
+form ``pred = −gᵀδ − ½‖Jδ‖²``. The extra evaluation counts as one residual evaluation.
 """
 
 from __future__ import annotations
@@ -31,10 +40,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..damping import gain_ratio, nielsen_update
+from ..damping import damping_for_radius, gain_ratio, more_radius_update, nielsen_update
 from ..linear import factorize
 from ..problem import FlatProblem
 from .base import Point, StepReport, column_norms, cost_of, initial_scale, point_at, refresh, select
+
+DAMPING_RULES = ("nielsen", "trust_region")
 
 
 class LMState(eqx.Module):
@@ -42,14 +53,17 @@ class LMState(eqx.Module):
     scale: Float[Array, " n"]
     factor: eqx.Module
     damping: Float[Array, ""]
-    damping_growth: Float[Array, ""]
+    damping_growth: Float[Array, ""]  # ν of Nielsen's rule
+    radius: Float[Array, ""]  # Δ of the trust-region form
 
 
 class LevenbergMarquardt(eqx.Module):
     """Levenberg–Marquardt.
 
     Args:
-        initial_damping: τ in ``λ₀ = τ · max diag(JₛᵀJₛ)``.
+        damping: ``"nielsen"`` or ``"trust_region"`` (Moré), see the module docstring.
+        initial_damping: τ in ``λ₀ = τ · max diag(JₛᵀJₛ)`` (Nielsen's rule).
+        initial_radius: factor on ``‖Dθ₀‖`` giving the first radius (trust-region form).
         scaling: Marquardt scaling; ``None`` turns it on for the normal path and off for the
             minimum-norm path.
         geodesic: add geodesic acceleration.
@@ -64,15 +78,21 @@ class LevenbergMarquardt(eqx.Module):
         True
     """
 
+    damping: str = "nielsen"
     initial_damping: float = 1e-3
+    initial_radius: float = 100.0
     scaling: bool | None = None
     geodesic: bool = False
     geodesic_ratio: float = 0.75
     accept_threshold: float = 1e-4
 
     def __check_init__(self):
+        if self.damping not in DAMPING_RULES:
+            raise ValueError(f"damping must be one of {DAMPING_RULES}, got {self.damping!r}")
         if not self.initial_damping > 0:
             raise ValueError(f"initial_damping must be positive, got {self.initial_damping}")
+        if not self.initial_radius > 0:
+            raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
         if not 0 <= self.accept_threshold < 1:
             raise ValueError(f"accept_threshold must be in [0, 1), got {self.accept_threshold}")
 
@@ -84,25 +104,36 @@ class LevenbergMarquardt(eqx.Module):
         scale = initial_scale(point.jac, self.uses_scaling(path))
         largest = jnp.max((column_norms(point.jac) / scale) ** 2, initial=0.0)
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
+        size = jnp.linalg.norm(scale * params)
         return LMState(
             point=point,
             scale=scale,
             factor=factorize(path, point.jac, scale),
             damping=damping.astype(params.dtype),
             damping_growth=jnp.asarray(2.0, dtype=params.dtype),
+            radius=(self.initial_radius * jnp.where(size > 0, size, 1.0)).astype(params.dtype),
         )
 
     def step(self, problem: FlatProblem, path: str, state: LMState) -> tuple[LMState, StepReport]:
-        point, scale, damping = state.point, state.scale, state.damping
-        step = state.factor.solve(point.jac, point.residual, damping)
+        point, scale, factor = state.point, state.scale, state.factor
+        if self.damping == "trust_region":
+            damping, scaled = damping_for_radius(
+                lambda lam: scale * factor.solve(point.jac, point.residual, lam),
+                jnp.linalg.norm(point.grad / scale),
+                state.radius,
+            )
+            step = scaled / scale
+        else:
+            damping = state.damping
+            step = factor.solve(point.jac, point.residual, damping)
         evaluations = 1
         if self.geodesic:
             velocity = step
             curvature = problem.second_directional(point.params, velocity)
-            acceleration = state.factor.solve(point.jac, curvature, damping)
-            small = 2 * jnp.linalg.norm(
-                scale * acceleration
-            ) <= self.geodesic_ratio * jnp.linalg.norm(scale * velocity)
+            acceleration = factor.solve(point.jac, curvature, damping)
+            small = 2 * jnp.linalg.norm(scale * acceleration) <= self.geodesic_ratio * (
+                jnp.linalg.norm(scale * velocity)
+            )
             step = jnp.where(small, velocity + 0.5 * acceleration, velocity)
             model_change = point.jac @ step
             predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
@@ -118,7 +149,7 @@ class LevenbergMarquardt(eqx.Module):
         ratio = gain_ratio(actual, predicted)
         candidate = ratio > self.accept_threshold
 
-        current = (point, scale, state.factor)
+        current = (point, scale, factor)
         new = jax.lax.cond(
             candidate,
             lambda: refresh(
@@ -127,12 +158,26 @@ class LevenbergMarquardt(eqx.Module):
             lambda: current,
         )
         accepted = candidate & new[0].finite
-        point, scale, factor = select(accepted, new, current)
-        damping, growth = nielsen_update(damping, state.damping_growth, ratio, accepted)
+        new_point, new_scale, new_factor = select(accepted, new, current)
+
+        if self.damping == "trust_region":
+            radius = more_radius_update(
+                state.radius,
+                ratio,
+                jnp.linalg.norm(scale * step),
+                damping,
+                actual,
+                predicted,
+                point.cost,
+            )
+            new_damping, growth = damping, state.damping_growth
+        else:
+            radius = state.radius
+            new_damping, growth = nielsen_update(damping, state.damping_growth, ratio, accepted)
 
         report = StepReport(
             accepted=accepted,
-            cost_before=state.point.cost,
+            cost_before=point.cost,
             actual_reduction=actual,
             predicted_reduction=predicted,
             step_norm=jnp.linalg.norm(step),
@@ -141,4 +186,4 @@ class LevenbergMarquardt(eqx.Module):
             rejected=(~accepted).astype(jnp.int32),
             failed=jnp.asarray(False),
         )
-        return LMState(point, scale, factor, damping, growth), report
+        return LMState(new_point, new_scale, new_factor, new_damping, growth, radius), report
