@@ -12,9 +12,12 @@ LM steps, the Gauss–Newton and Cauchy pieces of a dogleg step, geodesic accele
 Paths, chosen by shape (``linear="auto"``) or by name:
 
 ``"normal"`` (n ≤ m): the n×n normal equations.
-    * ``n ≤ SVD_MAX_N``: a thin SVD ``Jₛ = U S Vᵀ`` (cost O(mn²), as a QR), then
-      ``y = −V diag(s/(s² + λ)) Uᵀ r``. This never forms ``JₛᵀJₛ``, so it does not square the condition
-      number: ill-conditioned curve fits (the NIST Lanczos and Gauss sets) keep their accuracy.
+    * ``n ≤ QR_MAX_N``: a thin QR ``Jₛ = Q R`` once (O(mn²)); for each damping a second QR of the
+      stacked ``[R; √λ I] = Q₂ R₂`` (O(n³)) and ``y = −R₂⁻¹ Q₂ᵀ [Qᵀr; 0]``, as MINPACK does (Moré
+      1978). This never forms ``JₛᵀJₛ``, so it does not square the condition number: ill-conditioned
+      curve fits (the NIST Lanczos and Gauss sets) keep their accuracy. At ``λ = 0`` the solve is a
+      triangular one, or, when ``R`` is numerically singular, the minimum-norm solution from an SVD
+      of the small ``R``.
     * larger ``n``: the Gram matrix ``A = JₛᵀJₛ`` once, then a Cholesky factorisation of ``A + λI`` per
       damping; it costs a matrix product instead of an SVD, which pays once ``n`` is in the hundreds.
 
@@ -33,11 +36,11 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
+from jax.scipy.linalg import cho_solve, solve_triangular
 from jaxtyping import Array, Float
 
 LINEAR_PATHS = ("auto", "normal", "min_norm")
-SVD_MAX_N = 64
+QR_MAX_N = 64
 
 
 def choose_path(linear: str, m: int, n: int) -> str:
@@ -47,24 +50,52 @@ def choose_path(linear: str, m: int, n: int) -> str:
     return linear
 
 
-class SVDStep(eqx.Module):
-    """Thin SVD of the scaled Jacobian ``Jₛ = U S Vᵀ``; solves for any damping in O(mn)."""
+class QRStep(eqx.Module):
+    """Thin QR of the scaled Jacobian ``Jₛ = Q R``; each damping refactors the small ``[R; √λ I]``."""
 
-    u: Float[Array, "m k"]
-    s: Float[Array, " k"]
-    vt: Float[Array, "k n"]
+    q: Float[Array, "m n"]
+    r: Float[Array, "n n"]
     scale: Float[Array, " n"]
 
     def solve(self, jac: Float[Array, "m n"], rhs: Float[Array, " m"], damping) -> Array:
         """``δ`` with ``(JᵀJ + λD²) δ = −Jᵀ rhs`` (minimum-norm solution at ``λ = 0``)."""
         del jac
-        m, n = self.u.shape[0], self.vt.shape[1]
-        cutoff = jnp.finfo(self.s.dtype).eps * max(m, n) * jnp.max(self.s, initial=0.0)
-        keep = (self.s > cutoff) | (damping > 0)
-        denominator = jnp.where(keep, self.s**2 + damping, 1.0)
-        filtered = jnp.where(keep, self.s / denominator, 0.0)
-        y = -(self.vt.T @ (filtered * (self.u.T @ rhs)))
+        padding = self.q.shape[0] - rhs.shape[0]  # zero rows added to a wide J (see factorize)
+        projected = self.q.T @ jnp.pad(rhs, (0, padding))
+        if isinstance(damping, float | int) and damping == 0:  # known zero: no branch needed
+            y = _triangular_least_squares(self.r, projected)
+        else:
+            y = jax.lax.cond(
+                damping > 0,
+                lambda: _damped_triangular_solve(self.r, projected, damping),
+                lambda: _triangular_least_squares(self.r, projected),
+            )
         return y / self.scale
+
+
+def _damped_triangular_solve(r, projected, damping):
+    """``y = −(RᵀR + λI)⁻¹ Rᵀ c`` by the QR of ``[R; √λ I]``, for ``λ > 0``."""
+    n = r.shape[0]
+    stacked = jnp.concatenate([r, jnp.sqrt(damping) * jnp.eye(n, dtype=r.dtype)])
+    q2, r2 = jnp.linalg.qr(stacked)
+    return -solve_triangular(r2, q2[:n].T @ projected)
+
+
+def _triangular_least_squares(r, projected):
+    """The minimum-norm ``y`` minimising ``‖R y + c‖``: a triangular solve when ``R`` is well away
+    from singular, the SVD pseudo-inverse of ``R`` otherwise."""
+    n = r.shape[0]
+    diagonal = jnp.abs(jnp.diagonal(r))
+    eps = jnp.finfo(r.dtype).eps
+    regular = jnp.min(diagonal, initial=jnp.inf) > 1e3 * n * eps * jnp.max(diagonal, initial=0.0)
+
+    def pseudo_inverse():
+        u, s, vt = jnp.linalg.svd(r)
+        cutoff = eps * n * jnp.max(s, initial=0.0)
+        keep = s > cutoff
+        return -(vt.T @ (jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0) * (u.T @ projected)))
+
+    return jax.lax.cond(regular, lambda: -solve_triangular(r, projected), pseudo_inverse)
 
 
 class NormalGramStep(eqx.Module):
@@ -96,9 +127,11 @@ def factorize(path: str, jac: Float[Array, "m n"], scale: Float[Array, " n"]):
     scaled = jac / scale
     if path == "min_norm":
         return MinNormStep(gram=scaled @ scaled.T, scale=scale)
-    if jac.shape[1] <= SVD_MAX_N:
-        u, s, vt = jnp.linalg.svd(scaled, full_matrices=False)
-        return SVDStep(u=u, s=s, vt=vt, scale=scale)
+    m, n = jac.shape
+    if n <= QR_MAX_N:
+        # Zero rows change neither JᵀJ nor Jᵀr; they make R square when J is wide.
+        q, r = jnp.linalg.qr(jnp.pad(scaled, ((0, max(n - m, 0)), (0, 0))))
+        return QRStep(q=q, r=r, scale=scale)
     return NormalGramStep(gram=scaled.T @ scaled, scale=scale)
 
 

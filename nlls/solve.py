@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -71,44 +72,92 @@ def least_squares(
         >>> print(f"{float(sol.params['a']):.4f} {float(sol.params['k']):.4f}")
         2.0000 1.5000
     """
-    solver = _resolve_method(method)
-    params0 = jax.tree_util.tree_map(jnp.asarray, params0)
-    dtype = _check_params(params0)
-    flat0, _ = ravel_pytree(params0)
-    m = _check_residual(residual, params0, args, dtype)
-    n = flat0.size
-    if linear not in LINEAR_PATHS:
-        raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {linear!r}")
-    if callable(jac):
-        _check_user_jac(jac, params0, args, m, n)
-        jac_mode, user_jac = "user", jac
-    elif jac in JAC_MODES:
-        jac_mode, user_jac = choose_mode(jac, m, n), None
-    else:
-        raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {jac!r}")
-    if int(max_steps) < 0:
-        raise ValueError(f"max_steps must be non-negative, got {max_steps}")
-    path = choose_path(linear, m, n)
-    tol = Tolerances(float(ftol), float(xtol), float(gtol)).clipped(dtype)
-
-    max_steps = jnp.asarray(int(max_steps), jnp.int32)  # traced: no recompilation per value
-    solution = _solve(residual, params0, args, solver, path, jac_mode, user_jac, tol, max_steps)
+    params0 = jax.tree_util.tree_map(_as_array, params0)
+    leaves, treedef = jax.tree_util.tree_flatten(tuple(args))
+    dynamic = [leaf if _is_array(leaf) else None for leaf in leaves]
+    static = tuple(None if _is_array(leaf) else leaf for leaf in leaves)
+    key = (
+        residual,
+        _signature(params0),
+        _signature(dynamic),
+        treedef,
+        static,
+        method,
+        jac,
+        linear,
+        float(ftol),
+        float(xtol),
+        float(gtol),
+    )
+    try:
+        plan = _cached_plan(key)
+    except TypeError:  # an unhashable option or argument: validate and compile without the cache
+        plan = _plan(key)
+    solution = plan(params0, dynamic, np.int32(max_steps))
     if not isinstance(solution.status, jax.core.Tracer):
         if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
-            raise ValueError(
-                "the residual or its Jacobian is not finite at params0: nlls needs a finite "
-                "starting point (check the initial parameters and the data for NaN or inf)"
-            )
+            _raise_non_finite_start(params0)
     return solution
 
 
-@eqx.filter_jit
-def _solve(residual, params0, args, solver, path, jac_mode, user_jac, tol, max_steps):
-    flat0, unravel = ravel_pytree(params0)
-    problem = FlatProblem(residual, tuple(args), unravel, jac_mode, user_jac)
-    state = loop.init(solver, problem, path, flat0, tol)
-    state = loop.run(solver, problem, path, tol, state, max_steps)
-    return _solution(state, residual, params0, args, unravel, path, jac_mode)
+@functools.lru_cache(maxsize=128)
+def _cached_plan(key):
+    return _plan(key)
+
+
+def _plan(key) -> Callable:
+    """Validate the options and the shapes once per call signature and return the compiled solve.
+
+    The key holds everything that fixes the compiled program: the functions, the options, and the
+    tree structure, shapes and dtypes of ``params0`` and ``args`` (non-array arguments by value).
+    """
+    residual, params_signature, _, args_treedef, static, method, jac, linear, *tols = key
+    solver = _resolve_method(method)
+    del params_signature
+    ftol, xtol, gtol = tols
+    if linear not in LINEAR_PATHS:
+        raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {linear!r}")
+    if not (callable(jac) or jac in JAC_MODES):
+        raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {jac!r}")
+
+    def assemble(dynamic):
+        leaves = [d if s is None else s for d, s in zip(dynamic, static, strict=True)]
+        return jax.tree_util.tree_unflatten(args_treedef, leaves)
+
+    checked = {}
+
+    def check(params0, dynamic):
+        """Run once, when the solve is first traced: shapes and dtypes are known then."""
+        args = assemble(dynamic)
+        dtype = _check_params(params0)
+        n = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(params0))
+        m = _check_residual(residual, params0, args, dtype)
+        if callable(jac):
+            _check_user_jac(jac, params0, args, m, n)
+            jac_mode = "user"
+        else:
+            jac_mode = choose_mode(jac, m, n)
+        tol = Tolerances(ftol, xtol, gtol).clipped(dtype)
+        checked.update(path=choose_path(linear, m, n), jac_mode=jac_mode, tol=tol)
+
+    def solve(params0, dynamic, max_steps):
+        args = assemble(dynamic)
+        path, jac_mode, tol = checked["path"], checked["jac_mode"], checked["tol"]
+        user_jac = jac if callable(jac) else None
+        flat0, unravel = ravel_pytree(params0)
+        problem = FlatProblem(residual, tuple(args), unravel, jac_mode, user_jac)
+        state = loop.init(solver, problem, path, flat0, tol)
+        state = loop.run(solver, problem, path, tol, state, max_steps)
+        return _solution(state, residual, params0, args, unravel, path, jac_mode)
+
+    compiled = jax.jit(solve)
+
+    def run(params0, dynamic, max_steps):
+        if not checked:
+            check(params0, dynamic)
+        return compiled(params0, dynamic, max_steps)
+
+    return run
 
 
 def _solution(state: loop.LoopState, residual, params0, args, unravel, path, jac_mode) -> Solution:
@@ -177,13 +226,6 @@ def _check_params(params0) -> np.dtype:
         raise ValueError(
             f"params0 mixes dtypes ({describe_leaves(params0)}); use one floating dtype for all"
         )
-    concrete = [leaf for leaf in leaves if not isinstance(leaf, jax.core.Tracer)]
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params0):
-        if leaf in concrete and not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(
-                f"params0 is not finite at {jax.tree_util.keystr(path) or 'params0'}: "
-                "nlls needs a finite starting point"
-            )
     return dtypes.pop()
 
 
@@ -219,3 +261,33 @@ def _check_user_jac(jac, params0, args, m, n) -> None:
             f"jac(params, *args) must return the (m, n) = ({m}, {n}) Jacobian of the flattened "
             f"residual with respect to the flattened parameters, got shape {got}"
         )
+
+
+def _is_array(leaf) -> bool:
+    return isinstance(leaf, jax.Array | np.ndarray | np.generic | float | int | complex | bool)
+
+
+def _as_array(leaf):
+    return leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+
+
+def _signature(tree):
+    """Tree structure, shapes and dtypes: what a compiled program depends on."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(
+        (type(leaf), np.shape(leaf), getattr(leaf, "dtype", None), getattr(leaf, "weak_type", 0))
+        for leaf in leaves
+    )
+
+
+def _raise_non_finite_start(params0):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params0):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(
+                f"params0 is not finite at {jax.tree_util.keystr(path) or 'params0'}: "
+                "nlls needs a finite starting point"
+            )
+    raise ValueError(
+        "the residual or its Jacobian is not finite at params0: nlls needs a finite "
+        "starting point (check the initial parameters and the data for NaN or inf)"
+    )
