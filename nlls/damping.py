@@ -103,7 +103,7 @@ def damping_for_radius(
     """
     dtype = radius.dtype
     zero = jnp.zeros((), dtype)
-    gauss_newton = scaled_step(zero)
+    gauss_newton = scaled_step(0.0)  # a Python zero: the step solvers' minimum-norm branch
     gauss_newton_norm = jnp.linalg.norm(gauss_newton)
     upper = gradient_norm / radius
     upper_step = scaled_step(upper)
@@ -123,7 +123,7 @@ def damping_for_radius(
             high - f_high * (high - low) / jnp.where(span > 0, span, 1.0),
             0.5 * (low + high),
         )
-        guess = jnp.clip(guess, low, high)
+        guess = jnp.clip(guess, jnp.maximum(low, jnp.finfo(dtype).tiny), high)
         step = scaled_step(guess)
         norm = jnp.linalg.norm(step)
         f = excess(norm)

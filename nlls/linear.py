@@ -6,15 +6,16 @@ scaling ``D`` (positive entries; ``D = I`` when scaling is off),
     δ = argmin ‖J δ + r‖² + λ ‖D δ‖²,    i.e.   (JᵀJ + λD²) δ = −Jᵀr.
 
 With ``y = D δ`` and the scaled Jacobian ``Jₛ = J D⁻¹`` this is ``(JₛᵀJₛ + λI) y = −Jₛᵀr``. A
-factorisation is computed once per Jacobian and reused for every damping tried at that point (rejected
-LM steps, the Gauss–Newton and Cauchy pieces of a dogleg step, geodesic acceleration).
+factorisation of ``Jₛ`` and the residual is computed once per Jacobian and reused for every damping
+tried at that point (rejected LM steps, the Gauss–Newton leg of a dogleg step); ``step(jac, λ)`` gives
+the step for that residual, ``solve(jac, rhs, λ)`` for another right-hand side (geodesic acceleration).
 
 Paths, chosen by shape (``linear="auto"``) or by name:
 
 ``"normal"`` (n ≤ m): the n×n normal equations.
-    * ``n ≤ QR_MAX_N``: a thin QR ``Jₛ = Q R`` once (O(mn²)); for each damping a second QR of the
-      stacked ``[R; √λ I] = Q₂ R₂`` (O(n³)) and ``y = −R₂⁻¹ Q₂ᵀ [Qᵀr; 0]``, as MINPACK does (Moré
-      1978). This never forms ``JₛᵀJₛ``, so it does not square the condition number: ill-conditioned
+    * ``n ≤ QR_MAX_N``: one QR of the augmented ``[Jₛ r]`` gives ``R`` and ``c = Qᵀr`` without
+      forming ``Q`` (O(mn²)); for each damping a QR of the small ``[R c; √λ I 0]`` gives ``R₂`` and
+      ``c₂``, and ``y = −R₂⁻¹ c₂``, as MINPACK does (Moré 1978). This never forms ``JₛᵀJₛ``, so it does not square the condition number: ill-conditioned
       curve fits (the NIST Lanczos and Gauss sets) keep their accuracy. At ``λ = 0`` the solve is a
       triangular one, or, when ``R`` is numerically singular, the minimum-norm solution from an SVD
       of the small ``R``.
@@ -51,34 +52,39 @@ def choose_path(linear: str, m: int, n: int) -> str:
 
 
 class QRStep(eqx.Module):
-    """Thin QR of the scaled Jacobian ``Jₛ = Q R``; each damping refactors the small ``[R; √λ I]``."""
+    """``Qᵀ[Jₛ r] = [R c]`` by one QR of the augmented matrix (``Q`` is never formed); each damping
+    refactors the small ``[R c; √λ I 0]`` the same way."""
 
-    q: Float[Array, "m n"]
     r: Float[Array, "n n"]
+    projected: Float[Array, " n"]  # c = Qᵀr
     scale: Float[Array, " n"]
 
-    def solve(self, jac: Float[Array, "m n"], rhs: Float[Array, " m"], damping) -> Array:
-        """``δ`` with ``(JᵀJ + λD²) δ = −Jᵀ rhs`` (minimum-norm solution at ``λ = 0``)."""
+    def step(self, jac: Float[Array, "m n"], damping) -> Float[Array, " n"]:
+        """``δ`` with ``(JᵀJ + λD²) δ = −Jᵀr`` for the factorised residual (minimum norm at λ = 0)."""
         del jac
-        padding = self.q.shape[0] - rhs.shape[0]  # zero rows added to a wide J (see factorize)
-        projected = self.q.T @ jnp.pad(rhs, (0, padding))
-        if isinstance(damping, float | int) and damping == 0:  # known zero: no branch needed
-            y = _triangular_least_squares(self.r, projected)
-        else:
-            y = jax.lax.cond(
-                damping > 0,
-                lambda: _damped_triangular_solve(self.r, projected, damping),
-                lambda: _triangular_least_squares(self.r, projected),
-            )
-        return y / self.scale
+        return self._solve_projected(self.projected, damping) / self.scale
 
+    def solve(self, jac: Float[Array, "m n"], rhs: Float[Array, " m"], damping) -> Array:
+        """The same for another right-hand side; ``Qᵀ rhs = R⁻ᵀ Jₛᵀ rhs`` (R must be regular)."""
+        scaled_gradient = (jac.T @ rhs) / self.scale
+        projected = solve_triangular(self.r, scaled_gradient, trans="T")
+        return self._solve_projected(projected, damping) / self.scale
 
-def _damped_triangular_solve(r, projected, damping):
-    """``y = −(RᵀR + λI)⁻¹ Rᵀ c`` by the QR of ``[R; √λ I]``, for ``λ > 0``."""
-    n = r.shape[0]
-    stacked = jnp.concatenate([r, jnp.sqrt(damping) * jnp.eye(n, dtype=r.dtype)])
-    q2, r2 = jnp.linalg.qr(stacked)
-    return -solve_triangular(r2, q2[:n].T @ projected)
+    def _solve_projected(self, projected, damping):
+        if isinstance(damping, float | int) and damping == 0:
+            return _triangular_least_squares(self.r, projected)
+        n = self.r.shape[0]
+        damped = jnp.block(
+            [
+                [self.r, projected[:, None]],
+                [
+                    jnp.sqrt(damping) * jnp.eye(n, dtype=self.r.dtype),
+                    jnp.zeros((n, 1), self.r.dtype),
+                ],
+            ]
+        )
+        reduced = jnp.linalg.qr(damped, mode="r")
+        return -solve_triangular(reduced[:n, :n], reduced[:n, n])
 
 
 def _triangular_least_squares(r, projected):
@@ -102,7 +108,13 @@ class NormalGramStep(eqx.Module):
     """Gram matrix ``A = JₛᵀJₛ`` (n×n); each solve factors ``A + λI`` by Cholesky."""
 
     gram: Float[Array, "n n"]
+    scaled_gradient: Float[Array, " n"]  # Jₛᵀr
     scale: Float[Array, " n"]
+
+    def step(self, jac: Float[Array, "m n"], damping) -> Float[Array, " n"]:
+        """``δ`` with ``(JᵀJ + λD²) δ = −Jᵀr`` for the factorised residual."""
+        del jac
+        return _damped_spd_solve(self.gram, -self.scaled_gradient, damping) / self.scale
 
     def solve(self, jac: Float[Array, "m n"], rhs: Float[Array, " m"], damping) -> Array:
         """``δ`` with ``(JᵀJ + λD²) δ = −Jᵀ rhs``."""
@@ -114,7 +126,12 @@ class MinNormStep(eqx.Module):
     """Gram matrix ``K = JₛJₛᵀ`` (m×m); each solve factors ``K + λI`` by Cholesky."""
 
     gram: Float[Array, "m m"]
+    residual: Float[Array, " m"]
     scale: Float[Array, " n"]
+
+    def step(self, jac: Float[Array, "m n"], damping) -> Float[Array, " n"]:
+        """``δ = −D⁻²Jᵀ (J D⁻² Jᵀ + λI)⁻¹ r`` for the factorised residual."""
+        return self.solve(jac, self.residual, damping)
 
     def solve(self, jac: Float[Array, "m n"], rhs: Float[Array, " m"], damping) -> Array:
         """``δ = −D⁻²Jᵀ (J D⁻² Jᵀ + λI)⁻¹ rhs``."""
@@ -122,17 +139,21 @@ class MinNormStep(eqx.Module):
         return -(jac.T @ z) / self.scale**2
 
 
-def factorize(path: str, jac: Float[Array, "m n"], scale: Float[Array, " n"]):
-    """The factorisation of ``Jₛ = J D⁻¹`` that the path ``"normal"`` or ``"min_norm"`` uses."""
+def factorize(
+    path: str, jac: Float[Array, "m n"], residual: Float[Array, " m"], scale: Float[Array, " n"]
+):
+    """The factorisation of ``Jₛ = J D⁻¹`` (with the residual ``r``) that ``path`` uses."""
     scaled = jac / scale
     if path == "min_norm":
-        return MinNormStep(gram=scaled @ scaled.T, scale=scale)
+        return MinNormStep(gram=scaled @ scaled.T, residual=residual, scale=scale)
     m, n = jac.shape
     if n <= QR_MAX_N:
+        augmented = jnp.concatenate([scaled, residual[:, None]], axis=1)
         # Zero rows change neither JᵀJ nor Jᵀr; they make R square when J is wide.
-        q, r = jnp.linalg.qr(jnp.pad(scaled, ((0, max(n - m, 0)), (0, 0))))
-        return QRStep(q=q, r=r, scale=scale)
-    return NormalGramStep(gram=scaled.T @ scaled, scale=scale)
+        augmented = jnp.pad(augmented, ((0, max(n + 1 - m, 0)), (0, 0)))
+        reduced = jnp.linalg.qr(augmented, mode="r")
+        return QRStep(r=reduced[:n, :n], projected=reduced[:n, n], scale=scale)
+    return NormalGramStep(gram=scaled.T @ scaled, scaled_gradient=scaled.T @ residual, scale=scale)
 
 
 def _damped_spd_solve(

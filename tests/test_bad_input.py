@@ -20,7 +20,9 @@ def test_non_finite_start_raises():
     with pytest.raises(ValueError, match="not finite"):
         nlls.least_squares(line, jnp.array([jnp.nan, 1.0]), args=(X, Y))
     with pytest.raises(ValueError, match="not finite"):
-        nlls.least_squares(line, {"a": jnp.array([1.0, jnp.inf])}, args=(X, Y))
+        nlls.least_squares(
+            lambda p, x, y: line(p["a"], x, y), {"a": jnp.array([1.0, jnp.inf])}, args=(X, Y)
+        )
 
 
 def test_residual_non_finite_at_the_start_raises():

@@ -29,11 +29,17 @@ def dense_damped_step(jac, residual, damping, scale):
 def test_factorisations_match_a_dense_solve(m, n, kind):
     jac, residual = random_jacobian(0, m, n)
     scale = np.random.default_rng(1).uniform(0.5, 2.0, n)
-    factor = factorize(choose_path("auto", m, n), jnp.asarray(jac), jnp.asarray(scale))
+    jac, residual, scale = jnp.asarray(jac), jnp.asarray(residual), jnp.asarray(scale)
+    factor = factorize(choose_path("auto", m, n), jac, residual, scale)
     assert isinstance(factor, kind)
+    other = jnp.asarray(np.random.default_rng(2).standard_normal(m))
     for damping in (1e-3, 1.0, 30.0):
-        step = np.asarray(factor.solve(jnp.asarray(jac), jnp.asarray(residual), damping))
-        expected = dense_damped_step(jac, residual, damping, scale)
+        step = np.asarray(factor.step(jac, jnp.asarray(damping)))
+        expected = dense_damped_step(*map(np.asarray, (jac, residual)), damping, np.asarray(scale))
+        np.testing.assert_allclose(step, expected, rtol=1e-9, atol=1e-12)
+        # Another right-hand side (as geodesic acceleration uses) through the same factorisation.
+        step = np.asarray(factor.solve(jac, other, jnp.asarray(damping)))
+        expected = dense_damped_step(*map(np.asarray, (jac, other)), damping, np.asarray(scale))
         np.testing.assert_allclose(step, expected, rtol=1e-9, atol=1e-12)
 
 
@@ -47,8 +53,9 @@ def test_min_norm_and_normal_paths_give_the_same_step(m, n):
     jac, residual = random_jacobian(2, m, n)
     unit = jnp.ones(n)
     for damping in (1e-2, 1.0, 100.0):
-        normal = factorize("normal", jnp.asarray(jac), unit).solve(jac, residual, damping)
-        min_norm = factorize("min_norm", jnp.asarray(jac), unit).solve(jac, residual, damping)
+        jac, residual = jnp.asarray(jac), jnp.asarray(residual)
+        normal = factorize("normal", jac, residual, unit).step(jac, jnp.asarray(damping))
+        min_norm = factorize("min_norm", jac, residual, unit).step(jac, jnp.asarray(damping))
         scale = np.max(np.abs(np.asarray(normal)))
         np.testing.assert_allclose(
             np.asarray(min_norm), np.asarray(normal), rtol=0, atol=1e-10 * scale
@@ -59,7 +66,8 @@ def test_min_norm_and_normal_paths_give_the_same_step(m, n):
 @pytest.mark.parametrize("m, n, rank", [(6, 15, 6), (6, 15, 4), (20, 8, 5), (20, 100, 20)])
 def test_zero_damping_gives_the_minimum_norm_least_squares_solution(path, m, n, rank):
     jac, residual = random_jacobian(3, m, n, rank)
-    step = factorize(path, jnp.asarray(jac), jnp.ones(n)).solve(jac, residual, 0.0)
+    factor = factorize(path, jnp.asarray(jac), jnp.asarray(residual), jnp.ones(n))
+    step = factor.step(jnp.asarray(jac), 0.0)
     expected = np.linalg.lstsq(jac, -residual, rcond=None)[0]
     tolerance = 1e-10 if path == "normal" and n <= 64 else 1e-6  # Gram routes square cond(J)
     np.testing.assert_allclose(np.asarray(step), expected, atol=tolerance * np.abs(expected).max())

@@ -96,4 +96,4 @@ def refresh(
     """The point, scale and factorisation at an accepted trial point."""
     new_point = point_at(problem, trial_params, trial_residual)
     new_scale = updated_scale(scale, new_point.jac, scaling)
-    return new_point, new_scale, factorize(path, new_point.jac, new_scale)
+    return new_point, new_scale, factorize(path, new_point.jac, new_point.residual, new_scale)

@@ -76,7 +76,7 @@ class Dogleg(eqx.Module):
         scale = initial_scale(point.jac, self.uses_scaling(path))
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
-        return DoglegState(point, scale, factorize(path, point.jac, scale), radius)
+        return DoglegState(point, scale, factorize(path, point.jac, point.residual, scale), radius)
 
     def step(
         self, problem: FlatProblem, path: str, state: DoglegState
@@ -89,7 +89,7 @@ class Dogleg(eqx.Module):
         cauchy_length = jnp.where(
             denominator > 0, grad_norm**2 / jnp.where(denominator > 0, denominator, 1.0), 0.0
         )
-        gauss_newton = scale * state.factor.solve(point.jac, point.residual, 0.0)
+        gauss_newton = scale * state.factor.step(point.jac, 0.0)
         direction = scaled_grad / jnp.where(grad_norm > 0, grad_norm, 1.0)
         scaled_step = dogleg_step(
             gauss_newton, -cauchy_length * scaled_grad, direction, state.radius

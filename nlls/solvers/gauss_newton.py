@@ -54,11 +54,11 @@ class GaussNewton(eqx.Module):
     def init(self, problem: FlatProblem, path: str, params) -> GNState:
         point = point_at(problem, params)
         unit = jnp.ones(params.shape, params.dtype)
-        return GNState(point, factorize(path, point.jac, unit))
+        return GNState(point, factorize(path, point.jac, point.residual, unit))
 
     def step(self, problem: FlatProblem, path: str, state: GNState) -> tuple[GNState, StepReport]:
         point = state.point
-        direction = state.factor.solve(point.jac, point.residual, 0.0)
+        direction = state.factor.step(point.jac, 0.0)
         slope = point.grad @ direction
         descent = slope < 0
 

@@ -108,7 +108,7 @@ class LevenbergMarquardt(eqx.Module):
         return LMState(
             point=point,
             scale=scale,
-            factor=factorize(path, point.jac, scale),
+            factor=factorize(path, point.jac, point.residual, scale),
             damping=damping.astype(params.dtype),
             damping_growth=jnp.asarray(2.0, dtype=params.dtype),
             radius=(self.initial_radius * jnp.where(size > 0, size, 1.0)).astype(params.dtype),
@@ -118,14 +118,14 @@ class LevenbergMarquardt(eqx.Module):
         point, scale, factor = state.point, state.scale, state.factor
         if self.damping == "trust_region":
             damping, scaled = damping_for_radius(
-                lambda lam: scale * factor.solve(point.jac, point.residual, lam),
+                lambda lam: scale * factor.step(point.jac, lam),
                 jnp.linalg.norm(point.grad / scale),
                 state.radius,
             )
             step = scaled / scale
         else:
             damping = state.damping
-            step = factor.solve(point.jac, point.residual, damping)
+            step = factor.step(point.jac, damping)
         evaluations = 1
         if self.geodesic:
             velocity = step
