@@ -18,6 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+import nlls
 from benchmarks.peers import Nlls, Optimistix, Scipy, time_fits
 
 #: Score at which a fit passes (the minimum LRE over its parameters).
@@ -40,6 +41,11 @@ BUDGET = 2000
 #: What each solver is given, as printed in the report.
 SETTINGS = {
     "nlls lm": f"method='lm', ftol=xtol=gtol={TIGHT:g}, max_steps={BUDGET}",
+    "nlls lm in jax.jit": "as nlls lm, the call wrapped in jax.jit like the JAX peers",
+    "nlls lm trust_region": (
+        f"method=LevenbergMarquardt(damping='trust_region'), ftol=xtol=gtol={TIGHT:g}, "
+        f"max_steps={BUDGET}"
+    ),
     "scipy lm": f"method='lm', jac=jacfwd, ftol=xtol=gtol={TIGHT:g}, max_nfev={BUDGET}",
     "scipy trf": f"method='trf', jac=jacfwd, ftol=xtol=gtol={TIGHT:g}, max_nfev={BUDGET}",
     "optimistix LevenbergMarquardt": (
@@ -54,6 +60,13 @@ def solvers() -> list[Any]:
     tight = {"ftol": TIGHT, "xtol": TIGHT, "gtol": TIGHT}
     return [
         Nlls("lm", max_steps=BUDGET, **tight),
+        Nlls("lm", label="nlls lm in jax.jit", jit=True, max_steps=BUDGET, **tight),
+        Nlls(
+            nlls.LevenbergMarquardt(damping="trust_region"),
+            label="nlls lm trust_region",
+            max_steps=BUDGET,
+            **tight,
+        ),
         Scipy("lm", max_nfev=BUDGET, **tight),
         Scipy("trf", max_nfev=BUDGET, **tight),
         Optimistix("lm", rtol=OPTIMISTIX_TOL, atol=OPTIMISTIX_TOL, max_steps=BUDGET),

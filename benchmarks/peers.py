@@ -188,20 +188,34 @@ class Nlls:
 
     evals = "nfev"
 
-    def __init__(self, method: str = "lm", label: str | None = None, **options: Any):
+    def __init__(
+        self, method: Any = "lm", label: str | None = None, jit: bool = False, **options: Any
+    ):
         self.method = method
         self.options = options
+        self.jit = jit
         self.label = label or f"nlls {method}"
 
     def prepare(self, residual: Residual, args: Sequence[Any]) -> PreparedFit:
-        """Bind ``residual`` and ``args``; the same function object is reused so nlls compiles once."""
+        """Bind ``residual`` and ``args``; the same function object is reused so nlls compiles once.
+
+        With ``jit=True`` the call is wrapped in one ``jax.jit`` over (start, data), exactly as the
+        JAX peers are, which removes nlls's per-call Python work (input checks, dispatch).
+        """
         import nlls
 
         args = tuple(args)
         cost = _cost_function(residual, args)
 
+        def call(start, data):
+            return nlls.least_squares(
+                residual, start, args=data, method=self.method, **self.options
+            )
+
+        run = jax.jit(call) if self.jit else call
+
         def solve(start):
-            sol = nlls.least_squares(residual, start, args=args, method=self.method, **self.options)
+            sol = run(start, args)
             jax.block_until_ready((sol.params, sol.cost))
             return sol
 

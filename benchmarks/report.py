@@ -171,11 +171,26 @@ def headline(results: dict) -> str:
             f"LRE ≥ {nist['pass_lre']:g} (mean min LRE {nlls['mean_min_lre']:.2f}), median "
             f"{seconds(nlls['median_time_s'])} per fit."
         )
+        variants = [row for row in rows[1:] if row["solver"].startswith("nlls")]
+        jitted = next((row for row in variants if "jit" in row["solver"]), None)
+        for row in variants:
+            lines.append(
+                f"  - {row['solver']}: {row['passed']}/{row['fits']} passed, mean min LRE "
+                f"{row['mean_min_lre']:.2f}, median {seconds(row['median_time_s'])} per fit"
+            )
         for row in rows[1:]:
+            if row in variants:
+                continue
+            also = ""
+            if jitted is not None and row["median_time_s"]:
+                also = (
+                    f" ({jitted['solver']} / peer = "
+                    f"{ratio(jitted['median_time_s'] / row['median_time_s'])})"
+                )
             lines.append(
                 f"  - vs {row['solver']}: {row['passed']}/{row['fits']} passed, mean min LRE "
                 f"{row['mean_min_lre']:.2f}, median {seconds(row['median_time_s'])} per fit; "
-                f"time nlls / peer = {ratio(row['time_ratio'])}"
+                f"time nlls / peer = {ratio(row['time_ratio'])}{also}"
             )
     minpack = results.get("minpack")
     if minpack:
