@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+import nlls
 from benchmarks.peers import EPS, Nlls, Scipy, time_fit
 
 #: MINPACK's test-driver tolerance, ``sqrt(dpmpar(1))``.
@@ -34,6 +35,10 @@ ATOL_PASS = 1e-10
 
 SETTINGS = {
     "nlls lm": f"method='lm', ftol=xtol={TOL:.3g}, gtol=0, max_steps=100(n+1)",
+    "nlls lm trust_region": (
+        f"method=LevenbergMarquardt(damping='trust_region'), ftol=xtol={TOL:.3g}, gtol=0, "
+        "max_steps=100(n+1)"
+    ),
     "scipy lm": f"method='lm', jac=jacfwd, ftol=xtol={TOL:.3g}, gtol=eps, max_nfev=100(n+1)",
 }
 
@@ -50,6 +55,14 @@ def solvers(n: int) -> list:
     budget = 100 * (n + 1)
     return [
         Nlls("lm", ftol=TOL, xtol=TOL, gtol=0.0, max_steps=budget),
+        Nlls(
+            nlls.LevenbergMarquardt(damping="trust_region"),
+            label="nlls lm trust_region",
+            ftol=TOL,
+            xtol=TOL,
+            gtol=0.0,
+            max_steps=budget,
+        ),
         Scipy("lm", ftol=TOL, xtol=TOL, gtol=EPS, max_nfev=budget),
     ]
 

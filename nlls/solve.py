@@ -102,6 +102,9 @@ def least_squares(
 
 @functools.lru_cache(maxsize=128)
 def _cached_plan(key):
+    """Plans by call signature. The cache keeps the residual functions it has seen alive (at most
+    128 of them); a residual defined anew for every call (a lambda in a loop) misses it and is
+    validated and compiled every time."""
     return _plan(key)
 
 
@@ -111,10 +114,8 @@ def _plan(key) -> Callable:
     The key holds everything that fixes the compiled program: the functions, the options, and the
     tree structure, shapes and dtypes of ``params0`` and ``args`` (non-array arguments by value).
     """
-    residual, params_signature, _, args_treedef, static, method, jac, linear, *tols = key
+    residual, _, _, args_treedef, static, method, jac, linear, ftol, xtol, gtol = key
     solver = _resolve_method(method)
-    del params_signature
-    ftol, xtol, gtol = tols
     if linear not in LINEAR_PATHS:
         raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {linear!r}")
     if not (callable(jac) or jac in JAC_MODES):
