@@ -5,7 +5,8 @@ The residual is seen as a function ``r: Rⁿ → Rᵐ`` of the flat parameter ve
 * forward mode: ``n`` Jacobian–vector products (one per column, vmapped), best when ``n ≤ m``;
 * reverse mode: ``m`` vector–Jacobian products (one per row, vmapped), best when ``m < n``.
 
-Both come with the residual value at the same point, from the linearisation itself.
+Both come with the residual value at the same point, from the linearisation itself
+(``FlatProblem.evaluate``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 JAC_MODES = ("auto", "fwd", "rev")
@@ -24,25 +24,6 @@ def choose_mode(jac: str, m: int, n: int) -> str:
     if jac == "auto":
         return "fwd" if n <= m else "rev"
     return jac
-
-
-def forward_jacobian(
-    fn: Callable[[Array], Array], params: Float[Array, " n"]
-) -> tuple[Float[Array, " m"], Float[Array, "m n"]]:
-    """Residual and Jacobian from ``n`` vmapped JVPs (columns of J)."""
-    residual, jvp = jax.linearize(fn, params)
-    basis = jnp.eye(params.size, dtype=params.dtype)
-    return residual, jax.vmap(jvp, out_axes=1)(basis)
-
-
-def reverse_jacobian(
-    fn: Callable[[Array], Array], params: Float[Array, " n"]
-) -> tuple[Float[Array, " m"], Float[Array, "m n"]]:
-    """Residual and Jacobian from ``m`` vmapped VJPs (rows of J)."""
-    residual, vjp = jax.vjp(fn, params)
-    basis = jnp.eye(residual.size, dtype=residual.dtype)
-    (rows,) = jax.vmap(vjp)(basis)
-    return residual, rows
 
 
 def second_directional_derivative(

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from .jacobian import forward_jacobian, reverse_jacobian, second_directional_derivative
+from .jacobian import second_directional_derivative
 
 
 class FlatProblem(eqx.Module):
@@ -40,12 +40,30 @@ class FlatProblem(eqx.Module):
         self, params: Float[Array, " n"]
     ) -> tuple[Float[Array, " m"], Float[Array, "m n"]]:
         """The residual and the dense Jacobian at ``params``."""
+        residual, jacobian = self.evaluate(params)
+        return residual, jacobian()
+
+    def evaluate(
+        self, params: Float[Array, " n"]
+    ) -> tuple[Float[Array, " m"], Callable[[], Float[Array, "m n"]]]:
+        """The residual at ``params`` and a function that materialises the Jacobian there.
+
+        The residual comes from the linearisation itself (``jax.linearize`` or ``jax.vjp``), so a
+        trial point is evaluated once: if it is accepted, its Jacobian costs only the JVPs or VJPs,
+        not another evaluation of the residual (which can dominate, e.g. for trigonometric models).
+        """
         if self.jac_mode == "fwd":
-            return forward_jacobian(self, params)
+            residual, jvp = jax.linearize(self, params)
+            basis = jnp.eye(params.size, dtype=params.dtype)
+            return residual, lambda: jax.vmap(jvp, out_axes=1)(basis)
         if self.jac_mode == "rev":
-            return reverse_jacobian(self, params)
-        jac = self.user_jac(self.unravel_params(params), *self.args)
-        return self(params), jnp.asarray(jac, dtype=params.dtype)
+            residual, vjp = jax.vjp(self, params)
+            basis = jnp.eye(residual.size, dtype=residual.dtype)
+            return residual, lambda: jax.vmap(vjp)(basis)[0]
+        user = lambda: jnp.asarray(  # noqa: E731
+            self.user_jac(self.unravel_params(params), *self.args), dtype=params.dtype
+        )
+        return self(params), user
 
     def jacobian(self, params: Float[Array, " n"]) -> Float[Array, "m n"]:
         return self.linearize(params)[1]

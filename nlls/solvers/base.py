@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -31,13 +33,9 @@ def cost_of(residual: Float[Array, " m"]) -> Float[Array, ""]:
     return jnp.where(jnp.isfinite(cost), cost, jnp.inf)
 
 
-def point_at(
-    problem: FlatProblem, params: Float[Array, " n"], residual: Float[Array, " m"] | None = None
-) -> Point:
-    """Evaluate the Jacobian at ``params``; reuse a residual already evaluated there if given."""
-    new_residual, jac = problem.linearize(params)
-    if residual is None:
-        residual = new_residual
+def point_at(problem: FlatProblem, params: Float[Array, " n"]) -> Point:
+    """Evaluate residual and Jacobian at ``params``."""
+    residual, jac = problem.linearize(params)
     return Point(
         params=params, residual=residual, cost=cost_of(residual), jac=jac, grad=jac.T @ residual
     )
@@ -84,16 +82,12 @@ def select(predicate: Bool[Array, ""], on_true, on_false):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(predicate, a, b), on_true, on_false)
 
 
-def refresh(
-    problem: FlatProblem,
-    path: str,
-    scaling: bool,
-    point: Point,
-    scale,
-    trial_params,
-    trial_residual,
-):
-    """The point, scale and factorisation at an accepted trial point."""
-    new_point = point_at(problem, trial_params, trial_residual)
-    new_scale = updated_scale(scale, new_point.jac, scaling)
-    return new_point, new_scale, factorize(path, new_point.jac, new_point.residual, new_scale)
+def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callable[[], Array]):
+    """The point, scale and factorisation at an accepted trial point, whose residual is known and
+    whose Jacobian ``jacobian()`` materialises (``FlatProblem.evaluate``)."""
+    jac = jacobian()
+    point = Point(
+        params=params, residual=residual, cost=cost_of(residual), jac=jac, grad=jac.T @ residual
+    )
+    new_scale = updated_scale(scale, jac, scaling)
+    return point, new_scale, factorize(path, jac, residual, new_scale)

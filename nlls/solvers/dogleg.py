@@ -99,7 +99,7 @@ class Dogleg(eqx.Module):
         model_change = point.jac @ step
         predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
         trial_params = point.params + step
-        trial_residual = problem(trial_params)
+        trial_residual, trial_jacobian = problem.evaluate(trial_params)
         actual = point.cost - cost_of(trial_residual)
         ratio = gain_ratio(actual, predicted)
         candidate = ratio > self.accept_threshold
@@ -108,7 +108,12 @@ class Dogleg(eqx.Module):
         new = jax.lax.cond(
             candidate,
             lambda: refresh(
-                problem, path, self.uses_scaling(path), point, scale, trial_params, trial_residual
+                path,
+                self.uses_scaling(path),
+                scale,
+                trial_params,
+                trial_residual,
+                trial_jacobian,
             ),
             lambda: current,
         )

@@ -88,7 +88,14 @@ class GaussNewton(eqx.Module):
         current = (point, unit, state.factor)
         new = jax.lax.cond(
             found,
-            lambda: refresh(problem, path, False, point, unit, trial_params, trial_residual),
+            lambda: refresh(
+                path,
+                False,
+                unit,
+                trial_params,
+                trial_residual,
+                lambda: problem.jacobian(trial_params),
+            ),
             lambda: current,
         )
         accepted = found & new[0].finite

@@ -144,7 +144,7 @@ class LevenbergMarquardt(eqx.Module):
             predicted = 0.5 * (model_change @ model_change) + damping * (scaled_step @ scaled_step)
 
         trial_params = point.params + step
-        trial_residual = problem(trial_params)
+        trial_residual, trial_jacobian = problem.evaluate(trial_params)
         actual = point.cost - cost_of(trial_residual)
         ratio = gain_ratio(actual, predicted)
         candidate = ratio > self.accept_threshold
@@ -153,7 +153,12 @@ class LevenbergMarquardt(eqx.Module):
         new = jax.lax.cond(
             candidate,
             lambda: refresh(
-                problem, path, self.uses_scaling(path), point, scale, trial_params, trial_residual
+                path,
+                self.uses_scaling(path),
+                scale,
+                trial_params,
+                trial_residual,
+                trial_jacobian,
             ),
             lambda: current,
         )
