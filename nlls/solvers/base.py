@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from ..damping import gain_ratio
 from ..linear import factorize
 from ..problem import FlatProblem
 
@@ -91,3 +92,48 @@ def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callabl
     )
     new_scale = updated_scale(scale, jac, scaling)
     return point, new_scale, factorize(path, jac, residual, new_scale)
+
+
+def judge_trial(
+    problem: FlatProblem,
+    path: str,
+    scaling: bool,
+    point: Point,
+    scale,
+    factor,
+    step: Float[Array, " n"],
+    predicted: Float[Array, ""],
+    accept_threshold: float,
+    evaluations: int = 1,
+):
+    """Evaluate ``point.params + step`` once and accept it when the gain ratio
+    ``ρ = (actual reduction) / predicted`` exceeds ``accept_threshold`` and the residual and Jacobian
+    there are finite; the Jacobian and factorisation at the trial point are computed only then.
+
+    Returns ``(point, scale, factor, ratio, report)``: the new ones when accepted, the old otherwise.
+    """
+    trial_params = point.params + step
+    trial_residual, trial_jacobian = problem.evaluate(trial_params)
+    actual = point.cost - cost_of(trial_residual)
+    ratio = gain_ratio(actual, predicted)
+    candidate = ratio > accept_threshold
+    current = (point, scale, factor)
+    new = jax.lax.cond(
+        candidate,
+        lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian),
+        lambda: current,
+    )
+    accepted = candidate & new[0].finite
+    new_point, new_scale, new_factor = select(accepted, new, current)
+    report = StepReport(
+        accepted=accepted,
+        cost_before=point.cost,
+        actual_reduction=actual,
+        predicted_reduction=predicted,
+        step_norm=jnp.linalg.norm(step),
+        nfev=jnp.asarray(evaluations, jnp.int32),
+        njev=candidate.astype(jnp.int32),
+        rejected=(~accepted).astype(jnp.int32),
+        failed=jnp.asarray(False),
+    )
+    return new_point, new_scale, new_factor, ratio, report

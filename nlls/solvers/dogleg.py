@@ -17,14 +17,13 @@ zero) times ``initial_radius``.
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..damping import gain_ratio, trust_radius_update
+from ..damping import trust_radius_update
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, cost_of, initial_scale, point_at, refresh, select
+from .base import Point, StepReport, initial_scale, judge_trial, point_at
 
 
 class DoglegState(eqx.Module):
@@ -98,38 +97,16 @@ class Dogleg(eqx.Module):
 
         model_change = point.jac @ step
         predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
-        trial_params = point.params + step
-        trial_residual, trial_jacobian = problem.evaluate(trial_params)
-        actual = point.cost - cost_of(trial_residual)
-        ratio = gain_ratio(actual, predicted)
-        candidate = ratio > self.accept_threshold
-
-        current = (point, scale, state.factor)
-        new = jax.lax.cond(
-            candidate,
-            lambda: refresh(
-                path,
-                self.uses_scaling(path),
-                scale,
-                trial_params,
-                trial_residual,
-                trial_jacobian,
-            ),
-            lambda: current,
+        point, scale, factor, ratio, report = judge_trial(
+            problem,
+            path,
+            self.uses_scaling(path),
+            point,
+            scale,
+            state.factor,
+            step,
+            predicted,
+            self.accept_threshold,
         )
-        accepted = candidate & new[0].finite
-        point, scale, factor = select(accepted, new, current)
         radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
-
-        report = StepReport(
-            accepted=accepted,
-            cost_before=state.point.cost,
-            actual_reduction=actual,
-            predicted_reduction=predicted,
-            step_norm=jnp.linalg.norm(step),
-            nfev=jnp.asarray(1, jnp.int32),
-            njev=candidate.astype(jnp.int32),
-            rejected=(~accepted).astype(jnp.int32),
-            failed=jnp.asarray(False),
-        )
         return DoglegState(point, scale, factor, radius), report

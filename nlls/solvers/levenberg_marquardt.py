@@ -36,14 +36,13 @@ form ``pred = −gᵀδ − ½‖Jδ‖²``. The extra evaluation counts as one 
 from __future__ import annotations
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..damping import damping_for_radius, gain_ratio, more_radius_update, nielsen_update
+from ..damping import damping_for_radius, more_radius_update, nielsen_update
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, column_norms, cost_of, initial_scale, point_at, refresh, select
+from .base import Point, StepReport, column_norms, initial_scale, judge_trial, point_at
 
 DAMPING_RULES = ("nielsen", "trust_region")
 
@@ -143,52 +142,33 @@ class LevenbergMarquardt(eqx.Module):
             scaled_step = scale * step
             predicted = 0.5 * (model_change @ model_change) + damping * (scaled_step @ scaled_step)
 
-        trial_params = point.params + step
-        trial_residual, trial_jacobian = problem.evaluate(trial_params)
-        actual = point.cost - cost_of(trial_residual)
-        ratio = gain_ratio(actual, predicted)
-        candidate = ratio > self.accept_threshold
-
-        current = (point, scale, factor)
-        new = jax.lax.cond(
-            candidate,
-            lambda: refresh(
-                path,
-                self.uses_scaling(path),
-                scale,
-                trial_params,
-                trial_residual,
-                trial_jacobian,
-            ),
-            lambda: current,
+        new_point, new_scale, new_factor, ratio, report = judge_trial(
+            problem,
+            path,
+            self.uses_scaling(path),
+            point,
+            scale,
+            factor,
+            step,
+            predicted,
+            self.accept_threshold,
+            evaluations,
         )
-        accepted = candidate & new[0].finite
-        new_point, new_scale, new_factor = select(accepted, new, current)
-
         if self.damping == "trust_region":
             radius = more_radius_update(
                 state.radius,
                 ratio,
                 jnp.linalg.norm(scale * step),
                 damping,
-                actual,
+                report.actual_reduction,
                 predicted,
                 point.cost,
             )
             new_damping, growth = damping, state.damping_growth
         else:
             radius = state.radius
-            new_damping, growth = nielsen_update(damping, state.damping_growth, ratio, accepted)
+            new_damping, growth = nielsen_update(
+                damping, state.damping_growth, ratio, report.accepted
+            )
 
-        report = StepReport(
-            accepted=accepted,
-            cost_before=point.cost,
-            actual_reduction=actual,
-            predicted_reduction=predicted,
-            step_norm=jnp.linalg.norm(step),
-            nfev=jnp.asarray(evaluations, jnp.int32),
-            njev=candidate.astype(jnp.int32),
-            rejected=(~accepted).astype(jnp.int32),
-            failed=jnp.asarray(False),
-        )
         return LMState(new_point, new_scale, new_factor, new_damping, growth, radius), report
