@@ -118,13 +118,15 @@ def judge_trial(
     ratio = gain_ratio(actual, predicted)
     candidate = ratio > accept_threshold
     current = (point, scale, factor)
-    new = jax.lax.cond(
-        candidate,
-        lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian),
-        lambda: current,
+
+    def accept():
+        new = refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian)
+        finite = new[0].finite  # a non-finite Jacobian rejects the step after all
+        return jax.lax.cond(finite, lambda: (new, finite), lambda: (current, finite))
+
+    (new_point, new_scale, new_factor), accepted = jax.lax.cond(
+        candidate, accept, lambda: (current, jnp.asarray(False))
     )
-    accepted = candidate & new[0].finite
-    new_point, new_scale, new_factor = select(accepted, new, current)
     report = StepReport(
         accepted=accepted,
         cost_before=point.cost,
