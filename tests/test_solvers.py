@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import nlls
 from nlls import loop
 from nlls.problem import FlatProblem
+from nlls.termination import Tolerances
 
 METHODS = [
     "lm",
@@ -246,9 +247,6 @@ def test_loop_can_pause_and_resume_with_identical_iterates():
     t, y = decay_data(6)
     problem = FlatProblem(decay, (t, y), lambda p: p, "fwd")
     solver = nlls.LevenbergMarquardt()
-    tol = nlls.termination.Tolerances(1e-12, 1e-12, 0.0) if hasattr(nlls, "termination") else None
-    from nlls.termination import Tolerances
-
     tol = Tolerances(1e-12, 1e-12, 0.0)
     start = loop.init(solver, problem, "normal", jnp.array([1.0, 1.0, 0.0]), tol)
     run = eqx.filter_jit(loop.run)
