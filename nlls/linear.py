@@ -15,12 +15,12 @@ Paths, chosen by shape (``linear="auto"``) or by name:
 ``"normal"`` (n ≤ m): the n×n normal equations.
     * ``n ≤ QR_MAX_N``: one QR of the augmented ``[Jₛ r]`` gives ``R`` and ``c = Qᵀr`` without
       forming ``Q`` (O(mn²)); for each damping a QR of the small ``[R c; √λ I 0]`` gives ``R₂`` and
-      ``c₂``, and ``y = −R₂⁻¹ c₂``, as MINPACK does (Moré 1978). This never forms ``JₛᵀJₛ``, so it does not square the condition number: ill-conditioned
-      curve fits (the NIST Lanczos and Gauss sets) keep their accuracy. At ``λ = 0`` the solve is a
-      triangular one, or, when ``R`` is numerically singular, the minimum-norm solution from an SVD
-      of the small ``R``.
+      ``c₂``, and ``y = −R₂⁻¹ c₂``, as MINPACK does (Moré 1978). This never forms ``JₛᵀJₛ``, so it
+      does not square the condition number: ill-conditioned curve fits (the NIST Lanczos and Gauss
+      sets) keep their accuracy. At ``λ = 0`` the solve is a triangular one, or, when ``R`` is
+      numerically singular, the minimum-norm solution from an SVD of the small ``R``.
     * larger ``n``: the Gram matrix ``A = JₛᵀJₛ`` once, then a Cholesky factorisation of ``A + λI`` per
-      damping; it costs a matrix product instead of an SVD, which pays once ``n`` is in the hundreds.
+      damping; a matrix product costs less than a QR, which pays once ``n`` is in the hundreds.
 
 ``"min_norm"`` (m < n): the m×m system, never an n×n matrix. By the push-through identity
     ``(JₛᵀJₛ + λI)⁻¹Jₛᵀ = Jₛᵀ(JₛJₛᵀ + λI)⁻¹``, so ``y = −Jₛᵀ z`` with ``(JₛJₛᵀ + λI) z = r``, and
