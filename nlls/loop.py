@@ -88,6 +88,8 @@ def run(
             params_norm=jnp.linalg.norm(s.point.params),
             grad=method_state.point.grad,
         )
+        walled_in = (status == Status.XTOL) & ~report.accepted & ~report.finite
+        status = jnp.where(walled_in, Status.NONFINITE_TRIALS, status)
         status = jnp.where(
             (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
         )

@@ -11,7 +11,9 @@ Definitions (checked after every trial step, in this order; the first that holds
   point is a minimum to within ``ftol``.
 * ``xtol``: the step is small relative to the parameters, ``‖δ‖₂ ≤ xtol · (xtol + ‖θ‖₂)``. Checked on
   rejected trial steps too: repeated rejections shrink the step until this test ends the solve, which is
-  how a solve that can make no further progress at working precision stops.
+  how a solve that can make no further progress at working precision stops. When the trial that
+  triggers it had a non-finite residual or Jacobian, the status is ``NONFINITE_TRIALS`` instead (not
+  a success): the solve is walled in by points where the residual is not defined.
 * ``max_steps``: that many accepted steps were taken.
 
 ``ftol`` and ``xtol`` below the machine epsilon of the parameters' dtype are raised to it: smaller values
@@ -37,6 +39,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 4
     LINE_SEARCH_FAILED = 5
     NONFINITE_START = 6
+    NONFINITE_TRIALS = 7
 
     @property
     def message(self) -> str:
@@ -59,6 +62,10 @@ _MESSAGES = {
         "(try method='lm', which adapts its damping)"
     ),
     Status.NONFINITE_START: "the parameters, residual or Jacobian at the start are not finite",
+    Status.NONFINITE_TRIALS: (
+        "every trial step, shrunk down to the xtol scale, met a non-finite residual or Jacobian: "
+        "the solve stopped at the last finite point, which need not be a minimum"
+    ),
 }
 
 

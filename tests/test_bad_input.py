@@ -88,3 +88,20 @@ def test_unknown_options_are_rejected():
 def test_residual_that_fails_to_trace_is_reported():
     with pytest.raises(ValueError, match="residual"):
         nlls.least_squares(lambda p, x: p @ x, jnp.zeros(3), args=(jnp.zeros(4),))
+
+
+@pytest.mark.parametrize(
+    "method", ["lm", "dogleg", nlls.LevenbergMarquardt(damping="trust_region")]
+)
+@pytest.mark.parametrize("start", [0.0, 1.0])
+def test_a_start_walled_in_by_non_finite_residuals_is_reported(method, start):
+    """Finite only at the start itself: the solve stops there and says why, not 'converged'."""
+
+    def residual(p):
+        return jnp.where(jnp.all(p == start), 1.0, jnp.nan) * (p - 2.0)
+
+    sol = nlls.least_squares(residual, jnp.full(2, start), method=method)
+    assert nlls.Status(int(sol.status)) is nlls.Status.NONFINITE_TRIALS
+    assert not bool(sol.success)
+    np.testing.assert_array_equal(np.asarray(sol.params), [start, start])
+    assert int(sol.stats.steps) == 0 and int(sol.stats.rejected) > 0

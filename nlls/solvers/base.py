@@ -54,6 +54,7 @@ class StepReport(eqx.Module):
     njev: Int[Array, ""]
     rejected: Int[Array, ""]
     failed: Bool[Array, ""]
+    finite: Bool[Array, ""]  # the trial's residual (and Jacobian, if computed) were finite
 
 
 def column_norms(jac: Float[Array, "m n"]) -> Float[Array, " n"]:
@@ -137,5 +138,6 @@ def judge_trial(
         njev=candidate.astype(jnp.int32),
         rejected=(~accepted).astype(jnp.int32),
         failed=jnp.asarray(False),
+        finite=jnp.isfinite(actual) & ~(candidate & ~accepted),
     )
     return new_point, new_scale, new_factor, ratio, report

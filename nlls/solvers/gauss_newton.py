@@ -118,5 +118,6 @@ class GaussNewton(eqx.Module):
             njev=found.astype(jnp.int32),
             rejected=trials - accepted.astype(jnp.int32),
             failed=~accepted,
+            finite=jnp.isfinite(trial_cost) & ~(found & ~accepted),
         )
         return GNState(point, factor), report
