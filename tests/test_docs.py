@@ -26,3 +26,20 @@ def test_readme_example_runs():
     exec(block, namespace)
     params = namespace["sol"].params
     assert abs(float(params["a"]) - 2.0) < 1e-6 and abs(float(params["k"]) - 1.5) < 1e-6
+
+
+def test_demo_fits_its_generated_data(capsys):
+    """``python -m nlls demo`` recovers the parameters it generated the data from."""
+    from nlls.__main__ import main
+    from nlls._demo import TRUE_PARAMS
+
+    assert main(["demo", "--seed", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    fitted = {}
+    for line in lines:
+        words = line.split()
+        if words and words[0] in TRUE_PARAMS and len(words) == 5:
+            fitted[words[0]] = (float(words[3]), float(words[4]))
+    assert set(fitted) == set(TRUE_PARAMS)
+    for name, (value, error) in fitted.items():
+        assert abs(value - TRUE_PARAMS[name]) < 5 * error, name
