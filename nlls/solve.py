@@ -43,7 +43,8 @@ def least_squares(
             floating dtype as the parameters.
         params0: the starting point, any pytree of floating arrays of one dtype (float32 or float64).
         args: extra arguments passed to ``residual`` (data, usually); arrays here are traced, not
-            baked into the compiled program.
+            baked into the compiled program; other values (Python numbers, strings) are static, and
+            a new value compiles anew.
         method: ``"lm"`` (Levenberg–Marquardt), ``"gn"`` (Gauss–Newton with line search),
             ``"dogleg"``, or a configured solver object such as ``nlls.LevenbergMarquardt(geodesic=True)``.
         jac: ``"auto"`` (forward mode when ``n ≤ m``, reverse mode otherwise), ``"fwd"``, ``"rev"``, or
@@ -74,8 +75,10 @@ def least_squares(
     """
     params0 = jax.tree_util.tree_map(_as_array, params0)
     leaves, treedef = jax.tree_util.tree_flatten(tuple(args))
-    dynamic = [leaf if _is_array(leaf) else None for leaf in leaves]
-    static = tuple(None if _is_array(leaf) else leaf for leaf in leaves)
+    # As equinox's filter_jit: arrays are traced, anything else (Python numbers, strings,
+    # functions) is static, part of the compiled program and of the cache key.
+    dynamic = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
+    static = tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves)
     key = (
         residual,
         _signature(params0),
@@ -262,10 +265,6 @@ def _check_user_jac(jac, params0, args, m, n) -> None:
             f"jac(params, *args) must return the (m, n) = ({m}, {n}) Jacobian of the flattened "
             f"residual with respect to the flattened parameters, got shape {got}"
         )
-
-
-def _is_array(leaf) -> bool:
-    return isinstance(leaf, jax.Array | np.ndarray | np.generic | float | int | complex | bool)
 
 
 def _as_array(leaf):

@@ -79,11 +79,6 @@ def updated_scale(
     return jnp.maximum(scale, column_norms(jac))
 
 
-def select(predicate: Bool[Array, ""], on_true, on_false):
-    """Pick one of two pytrees of equal structure, leaf by leaf."""
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(predicate, a, b), on_true, on_false)
-
-
 def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callable[[], Array]):
     """The point, scale and factorisation at an accepted trial point, whose residual is known and
     whose Jacobian ``jacobian()`` materialises (``FlatProblem.evaluate``)."""
@@ -93,6 +88,19 @@ def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callabl
     )
     new_scale = updated_scale(scale, jac, scaling)
     return point, new_scale, factorize(path, jac, residual, new_scale)
+
+
+def accept_if(candidate: Bool[Array, ""], refreshed: Callable[[], tuple], current: tuple):
+    """``(refreshed(), True)`` when ``candidate`` holds and the new point is finite, else
+    ``(current, False)``; ``refreshed`` (Jacobian and factorisation at the trial point) runs only for
+    a candidate, and a non-finite Jacobian there rejects the step after all."""
+
+    def accept():
+        new = refreshed()
+        finite = new[0].finite
+        return jax.lax.cond(finite, lambda: (new, finite), lambda: (current, finite))
+
+    return jax.lax.cond(candidate, accept, lambda: (current, jnp.asarray(False)))
 
 
 def judge_trial(
@@ -118,15 +126,10 @@ def judge_trial(
     actual = point.cost - cost_of(trial_residual)
     ratio = gain_ratio(actual, predicted)
     candidate = ratio > accept_threshold
-    current = (point, scale, factor)
-
-    def accept():
-        new = refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian)
-        finite = new[0].finite  # a non-finite Jacobian rejects the step after all
-        return jax.lax.cond(finite, lambda: (new, finite), lambda: (current, finite))
-
-    (new_point, new_scale, new_factor), accepted = jax.lax.cond(
-        candidate, accept, lambda: (current, jnp.asarray(False))
+    (new_point, new_scale, new_factor), accepted = accept_if(
+        candidate,
+        lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian),
+        (point, scale, factor),
     )
     report = StepReport(
         accepted=accepted,

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ..damping import armijo_holds
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, cost_of, point_at, refresh, select
+from .base import Point, StepReport, accept_if, cost_of, point_at, refresh
 
 
 class GNState(eqx.Module):
@@ -85,8 +85,7 @@ class GaussNewton(eqx.Module):
         trial_params = point.params + step
 
         unit = jnp.ones_like(point.params)
-        current = (point, unit, state.factor)
-        new = jax.lax.cond(
+        (point, _, factor), accepted = accept_if(
             found,
             lambda: refresh(
                 path,
@@ -96,10 +95,8 @@ class GaussNewton(eqx.Module):
                 trial_residual,
                 lambda: problem.jacobian(trial_params),
             ),
-            lambda: current,
+            (point, unit, state.factor),
         )
-        accepted = found & new[0].finite
-        point, _, factor = select(accepted, new, current)
 
         # On failure, report the full step's predicted reduction: the ftol test then tells a minimum
         # at working precision (nothing left to gain) from a genuine failure.
