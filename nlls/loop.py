@@ -12,7 +12,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Int
 
 from . import termination
 from .problem import FlatProblem
@@ -28,8 +28,6 @@ class LoopState(eqx.Module):
     njev: Int[Array, ""]
     rejected: Int[Array, ""]
     status: Int[Array, ""]
-    step_norm: Float[Array, ""]
-    accepted: Bool[Array, ""]
 
     @property
     def point(self):
@@ -54,8 +52,6 @@ def init(method, problem: FlatProblem, path: str, params, tol: Tolerances) -> Lo
         njev=jnp.asarray(1, jnp.int32),
         rejected=zero,
         status=status.astype(jnp.int32),
-        step_norm=jnp.zeros((), params.dtype),
-        accepted=jnp.asarray(False),
     )
 
 
@@ -104,8 +100,6 @@ def run(
             njev=s.njev + report.njev,
             rejected=s.rejected + report.rejected,
             status=status.astype(jnp.int32),
-            step_norm=report.step_norm,
-            accepted=report.accepted,
         )
 
     state = jax.lax.while_loop(keep_going, body, state)
