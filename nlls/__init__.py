@@ -4,17 +4,26 @@ Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Ma
 search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``.
 """
 
+from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
+from .checkpoint import CheckpointError
 from .result import Solution, Stats
 from .solve import least_squares
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
 from .termination import Status
 
 __all__ = [
+    "Checkpoint",
+    "CheckpointError",
     "Dogleg",
+    "EarlyStopping",
     "GaussNewton",
+    "History",
     "LevenbergMarquardt",
+    "Metrics",
+    "ProgressBar",
     "Solution",
     "Stats",
+    "StepInfo",
     "Status",
     "least_squares",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from . import termination
 from .problem import FlatProblem
@@ -23,11 +23,14 @@ class LoopState(eqx.Module):
     """The method's state plus the counters and status every method shares."""
 
     method_state: Any
+    iterations: Int[Array, ""]
     steps: Int[Array, ""]
     nfev: Int[Array, ""]
     njev: Int[Array, ""]
     rejected: Int[Array, ""]
     status: Int[Array, ""]
+    step_norm: Float[Array, ""]  # of the last trial step
+    accepted: Bool[Array, ""]  # whether the last trial step was accepted
 
     @property
     def point(self):
@@ -47,11 +50,14 @@ def init(method, problem: FlatProblem, path: str, params, tol: Tolerances) -> Lo
     zero = jnp.asarray(0, jnp.int32)
     return LoopState(
         method_state=method_state,
+        iterations=zero,
         steps=zero,
         nfev=jnp.asarray(1, jnp.int32),
         njev=jnp.asarray(1, jnp.int32),
         rejected=zero,
         status=status.astype(jnp.int32),
+        step_norm=jnp.zeros((), params.dtype),
+        accepted=jnp.asarray(False),
     )
 
 
@@ -64,12 +70,13 @@ def run(
     max_steps,
     pause_at=None,
 ) -> LoopState:
-    """Step until a termination test fires, ``max_steps`` accepted steps are done, or the step count
-    reaches ``pause_at`` (then the status stays ``RUNNING`` and ``run`` can be called again)."""
-    limit = max_steps if pause_at is None else jnp.minimum(pause_at, max_steps)
+    """Step until a termination test fires, ``max_steps`` accepted steps are done, or the iteration
+    count (trial steps, accepted or not) reaches ``pause_at``; then the status stays ``RUNNING`` and
+    ``run`` can be called again. Pausing never changes the iterates: the loop body is the same."""
 
     def keep_going(s: LoopState):
-        return (s.status == Status.RUNNING) & (s.steps < limit)
+        going = (s.status == Status.RUNNING) & (s.steps < max_steps)
+        return going if pause_at is None else going & (s.iterations < pause_at)
 
     def body(s: LoopState) -> LoopState:
         method_state, report = method.step(problem, path, s.method_state)
@@ -95,11 +102,14 @@ def run(
         )
         return LoopState(
             method_state=method_state,
+            iterations=s.iterations + 1,
             steps=steps,
             nfev=s.nfev + report.nfev,
             njev=s.njev + report.njev,
             rejected=s.rejected + report.rejected,
             status=status.astype(jnp.int32),
+            step_norm=report.step_norm.astype(s.step_norm.dtype),
+            accepted=report.accepted,
         )
 
     state = jax.lax.while_loop(keep_going, body, state)

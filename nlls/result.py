@@ -33,7 +33,8 @@ class Solution(eqx.Module):
 
     ``params`` has the structure of ``params0``; ``residual`` that of the residual function's output;
     ``cost = ½‖r‖²``; ``grad = Jᵀr`` (flat); ``status`` is a ``Status`` value (an integer array, one per
-    problem under ``vmap``); ``success`` is true when a tolerance was met.
+    problem under ``vmap``); ``success`` is true when a tolerance was met; ``history`` is the
+    ``nlls.History`` passed in ``callbacks``, if any.
     """
 
     params: Any
@@ -43,6 +44,7 @@ class Solution(eqx.Module):
     success: Bool[Array, "*batch"]
     status: Int[Array, "*batch"]
     stats: Stats
+    history: Any = eqx.field(static=True, default=None)
 
     @property
     def message(self) -> str | list[str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -13,11 +14,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import loop
+from .callbacks import StepInfo
+from .driver import drive
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, choose_path
 from .problem import FlatProblem, describe_leaves
 from .result import Solution, Stats
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
+from .solvers.base import point_at
 from .termination import Status, Tolerances
 
 METHODS = {"lm": LevenbergMarquardt, "gn": GaussNewton, "dogleg": Dogleg}
@@ -35,6 +39,10 @@ def least_squares(
     xtol: float = 1e-8,
     gtol: float = 1e-8,
     max_steps: int = 1000,
+    callbacks: Sequence[Callable[[StepInfo], Any]] = (),
+    callback_every: int = 1,
+    max_time: float | None = None,
+    resume: str | os.PathLike | None = None,
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` over ``params``.
 
@@ -54,6 +62,21 @@ def least_squares(
             (n×n normal equations) or ``"min_norm"`` (m×m system, no n×n matrix ever formed).
         ftol, xtol, gtol: termination tolerances, defined in ``nlls.termination``.
         max_steps: the most accepted steps.
+        callbacks: functions ``callback(info: nlls.StepInfo)`` called between compiled segments of
+            the loop; returning ``True`` stops the solve (``Status.CALLBACK``). Built-in ones:
+            ``nlls.History``, ``Checkpoint``, ``EarlyStopping``, ``ProgressBar``, ``Metrics``; see
+            ``nlls.callbacks`` for ``on_start``/``on_end``/``restore``.
+        callback_every: iterations (trial steps, accepted or not) per segment. The iterates do not
+            depend on it.
+        max_time: seconds after which the solve ends with ``Status.TIME_LIMIT``, checked between
+            segments.
+        resume: a file written by ``nlls.Checkpoint``: continue that solve (same problem and solver;
+            a mismatched or damaged file raises ``nlls.CheckpointError``). ``params0`` gives the
+            structure only.
+
+        Without callbacks, ``max_time`` and ``resume`` the solve is one compiled program and works
+        under ``jax.jit``/``jax.vmap``; with them it runs from Python (a ``KeyboardInterrupt`` then
+        returns the last point reached, with ``Status.INTERRUPTED``) and needs concrete inputs.
 
     Returns:
         A ``Solution``; ``Status(int(sol.status))`` names why it stopped.
@@ -95,8 +118,29 @@ def least_squares(
     try:
         plan = _cached_plan(key)
     except TypeError:  # an unhashable option or argument: validate and compile without the cache
-        plan = _plan(key)
-    solution = plan(params0, dynamic, np.int32(max_steps))
+        plan = _Plan(key)
+    plan.check(params0, dynamic)
+    callbacks = _check_callbacks(callbacks, callback_every, max_time)
+    if callbacks or max_time is not None or resume is not None:
+        if any(
+            isinstance(leaf, jax.core.Tracer)
+            for leaf in jax.tree_util.tree_leaves((params0, dynamic))
+        ):
+            raise ValueError(
+                "callbacks, max_time and resume run the solve from Python between compiled "
+                "segments; they cannot be used inside jax.jit or jax.vmap"
+            )
+        return drive(
+            plan,
+            params0,
+            dynamic,
+            max_steps=int(max_steps),
+            callbacks=callbacks,
+            callback_every=callback_every,
+            max_time=max_time,
+            resume=resume,
+        )
+    solution = plan.solve(params0, dynamic, np.int32(max_steps))
     if not isinstance(solution.status, jax.core.Tracer):
         if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
             _raise_non_finite_start(params0)
@@ -108,81 +152,155 @@ def _cached_plan(key):
     """Plans by call signature. The cache keeps the residual functions it has seen alive (at most
     128 of them); a residual defined anew for every call (a lambda in a loop) misses it and is
     validated and compiled every time."""
-    return _plan(key)
+    return _Plan(key)
 
 
-def _plan(key) -> Callable:
-    """Validate the options and the shapes once per call signature and return the compiled solve.
+class _Plan:
+    """Everything fixed by one call signature: the validated options, the chosen path and AD mode,
+    and the compiled programs.
 
-    The key holds everything that fixes the compiled program: the functions, the options, and the
+    ``solve`` is the whole solve as one program (a plain call without callbacks). The host driver of
+    ``nlls.callbacks`` uses ``start``, ``advance`` and ``finish`` instead: the same ``loop.init`` and
+    ``loop.run`` split at optimisation barriers, so the iterates do not depend on how a solve is cut
+    into segments.
+
+    The key holds everything that fixes the compiled programs: the functions, the options, and the
     tree structure, shapes and dtypes of ``params0`` and ``args`` (non-array arguments by value).
     """
-    residual, _, _, args_treedef, static, method, jac, linear, ftol, xtol, gtol = key
-    solver = _resolve_method(method)
-    if linear not in LINEAR_PATHS:
-        raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {linear!r}")
-    if not (callable(jac) or jac in JAC_MODES):
-        raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {jac!r}")
 
-    def assemble(dynamic):
-        leaves = [d if s is None else s for d, s in zip(dynamic, static, strict=True)]
-        return jax.tree_util.tree_unflatten(args_treedef, leaves)
+    def __init__(self, key):
+        residual, _, _, args_treedef, static, method, jac, linear, ftol, xtol, gtol = key
+        self.residual = residual
+        self.solver = _resolve_method(method)
+        if linear not in LINEAR_PATHS:
+            raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {linear!r}")
+        if not (callable(jac) or jac in JAC_MODES):
+            raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {jac!r}")
+        self.jac, self.linear = jac, linear
+        self.tolerances = Tolerances(ftol, xtol, gtol)
+        self.args_treedef, self.static = args_treedef, static
+        self.checked = {}
+        self.solve = jax.jit(self._solve)
+        self.start = jax.jit(self._start)
+        self.advance = jax.jit(self._advance)
+        self.finish = jax.jit(self._finish)
 
-    checked = {}
-
-    def check(params0, dynamic):
-        """Run once, when the solve is first traced: shapes and dtypes are known then."""
-        args = assemble(dynamic)
+    def check(self, params0, dynamic) -> None:
+        """Validate dtypes and shapes and choose path and AD mode; runs once per plan."""
+        if self.checked:
+            return
+        args = self.assemble(dynamic)
         dtype = _check_params(params0)
         n = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(params0))
-        m = _check_residual(residual, params0, args, dtype)
-        if callable(jac):
-            _check_user_jac(jac, params0, args, m, n)
+        m = _check_residual(self.residual, params0, args, dtype)
+        if callable(self.jac):
+            _check_user_jac(self.jac, params0, args, m, n)
             jac_mode = "user"
         else:
-            jac_mode = choose_mode(jac, m, n)
-        tol = Tolerances(ftol, xtol, gtol).clipped(dtype)
-        checked.update(path=choose_path(linear, m, n), jac_mode=jac_mode, tol=tol)
+            jac_mode = choose_mode(self.jac, m, n)
+        path = choose_path(self.linear, m, n)
+        self.checked.update(
+            path=path,
+            jac_mode=jac_mode,
+            tol=self.tolerances.clipped(dtype),
+            signature=_describe_problem(self.solver, path, jac_mode, self.tolerances, params0, m),
+        )
 
-    def solve(params0, dynamic, max_steps):
-        args = assemble(dynamic)
-        path, jac_mode, tol = checked["path"], checked["jac_mode"], checked["tol"]
-        user_jac = jac if callable(jac) else None
+    @property
+    def signature(self) -> str:
+        """A description of the problem and the solver that a checkpoint must match to be resumed."""
+        return self.checked["signature"]
+
+    def assemble(self, dynamic):
+        leaves = [d if s is None else s for d, s in zip(dynamic, self.static, strict=True)]
+        return jax.tree_util.tree_unflatten(self.args_treedef, leaves)
+
+    def _setup(self, params0, dynamic):
+        args = self.assemble(dynamic)
+        user_jac = self.jac if callable(self.jac) else None
         flat0, unravel = ravel_pytree(params0)
-        problem = FlatProblem(residual, tuple(args), unravel, jac_mode, user_jac)
-        state = loop.init(solver, problem, path, flat0, tol)
-        state = loop.run(solver, problem, path, tol, state, max_steps)
-        return _solution(state, residual, params0, args, unravel, path, jac_mode)
+        problem = FlatProblem(
+            self.residual, tuple(args), unravel, self.checked["jac_mode"], user_jac
+        )
+        return problem, flat0, unravel, args
 
-    compiled = jax.jit(solve)
+    def _solve(self, params0, dynamic, max_steps) -> Solution:
+        problem, flat0, unravel, args = self._setup(params0, dynamic)
+        path, tol = self.checked["path"], self.checked["tol"]
+        state = jax.lax.optimization_barrier(loop.init(self.solver, problem, path, flat0, tol))
+        state = loop.run(self.solver, problem, path, tol, state, max_steps)
+        state = jax.lax.optimization_barrier(state)
+        return self._solution(state, state.point, params0, args, unravel)
 
-    def run(params0, dynamic, max_steps):
-        if not checked:
-            check(params0, dynamic)
-        return compiled(params0, dynamic, max_steps)
+    def _start(self, params0, dynamic):
+        problem, flat0, unravel, _ = self._setup(params0, dynamic)
+        path, tol = self.checked["path"], self.checked["tol"]
+        state = jax.lax.optimization_barrier(loop.init(self.solver, problem, path, flat0, tol))
+        return state, self._snapshot(state, unravel)
 
-    return run
+    def _advance(self, state, params0, dynamic, max_steps, pause_at):
+        problem, _, unravel, _ = self._setup(params0, dynamic)
+        path, tol = self.checked["path"], self.checked["tol"]
+        state = loop.run(self.solver, problem, path, tol, state, max_steps, pause_at)
+        state = jax.lax.optimization_barrier(state)
+        return state, self._snapshot(state, unravel)
+
+    def _finish(self, state, params0, dynamic, params=None) -> Solution:
+        """The ``Solution`` at the state's point, or at ``params`` (flat) when given."""
+        problem, _, unravel, args = self._setup(params0, dynamic)
+        point = state.point if params is None else point_at(problem, params)
+        return self._solution(state, point, params0, args, unravel)
+
+    def snapshot(self, state, params0):
+        """The snapshot of a state obtained elsewhere (a checkpoint)."""
+        return jax.jit(self._snapshot, static_argnums=1)(state, ravel_pytree(params0)[1])
+
+    def _snapshot(self, state: loop.LoopState, unravel):
+        """What a callback sees: small scalars (fetched to the host together) and the parameters."""
+        point = state.point
+        scalars = {
+            "step": state.steps,
+            "iteration": state.iterations,
+            "cost": point.cost,
+            "grad_norm": jnp.max(jnp.abs(point.grad), initial=0.0),
+            "damping": self.solver.damping_value(state.method_state),
+            "step_norm": state.step_norm,
+            "accepted": state.accepted,
+            "nfev": state.nfev,
+            "njev": state.njev,
+            "status": state.status,
+        }
+        return scalars, unravel(point.params)
+
+    def _solution(self, state: loop.LoopState, point, params0, args, unravel) -> Solution:
+        unravel_residual = _unraveler(jax.eval_shape(self.residual, params0, *args))
+        status = state.status
+        return Solution(
+            params=unravel(point.params),
+            cost=point.cost,
+            residual=unravel_residual(point.residual),
+            grad=point.grad,
+            success=(status == Status.GTOL) | (status == Status.FTOL) | (status == Status.XTOL),
+            status=status,
+            stats=Stats(
+                steps=state.steps,
+                nfev=state.nfev,
+                njev=state.njev,
+                rejected=state.rejected,
+                linear=self.checked["path"],
+                jac=self.checked["jac_mode"],
+            ),
+        )
 
 
-def _solution(state: loop.LoopState, residual, params0, args, unravel, path, jac_mode) -> Solution:
-    point = state.point
-    unravel_residual = _unraveler(jax.eval_shape(residual, params0, *args))
-    status = state.status
-    return Solution(
-        params=unravel(point.params),
-        cost=point.cost,
-        residual=unravel_residual(point.residual),
-        grad=point.grad,
-        success=(status == Status.GTOL) | (status == Status.FTOL) | (status == Status.XTOL),
-        status=status,
-        stats=Stats(
-            steps=state.steps,
-            nfev=state.nfev,
-            njev=state.njev,
-            rejected=state.rejected,
-            linear=path,
-            jac=jac_mode,
-        ),
+def _describe_problem(solver, path, jac_mode, tolerances, params0, m) -> str:
+    treedef = jax.tree_util.tree_structure(params0)
+    leaves = [
+        f"{jnp.result_type(x)}{list(np.shape(x))}" for x in jax.tree_util.tree_leaves(params0)
+    ]
+    return (
+        f"method={solver!r}; linear={path}; jac={jac_mode}; {tolerances!r}; "
+        f"params={treedef} {leaves}; residuals={m}"
     )
 
 
@@ -214,6 +332,24 @@ def _resolve_method(method):
     raise TypeError(
         f"method must be a name or a solver object such as nlls.LevenbergMarquardt(), got {method!r}"
     )
+
+
+def _check_callbacks(callbacks, callback_every, max_time) -> tuple:
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    callbacks = tuple(callbacks or ())
+    for callback in callbacks:
+        if not callable(callback):
+            raise TypeError(
+                f"a callback must be callable (it is given a StepInfo), got {callback!r}"
+            )
+    if isinstance(callback_every, bool) or not (
+        isinstance(callback_every, int | np.integer) and callback_every >= 1
+    ):
+        raise ValueError(f"callback_every must be a positive int, got {callback_every!r}")
+    if max_time is not None and not (isinstance(max_time, int | float) and max_time >= 0):
+        raise ValueError(f"max_time must be a non-negative number of seconds, got {max_time!r}")
+    return callbacks
 
 
 def _check_params(params0) -> np.dtype:

@@ -16,6 +16,9 @@ Definitions (checked after every trial step, in this order; the first that holds
   a success): the solve is walled in by points where the residual is not defined.
 * ``max_steps``: that many accepted steps were taken.
 
+A solve watched by callbacks (``nlls.callbacks``) can also end between steps: a callback returned
+``True`` (``CALLBACK``), ``max_time`` passed (``TIME_LIMIT``), or ``KeyboardInterrupt`` (``INTERRUPTED``).
+
 ``ftol`` and ``xtol`` below the machine epsilon of the parameters' dtype are raised to it: smaller values
 can never be met in that precision.
 """
@@ -40,6 +43,9 @@ class Status(enum.IntEnum):
     LINE_SEARCH_FAILED = 5
     NONFINITE_START = 6
     NONFINITE_TRIALS = 7
+    CALLBACK = 8
+    TIME_LIMIT = 9
+    INTERRUPTED = 10
 
     @property
     def message(self) -> str:
@@ -65,6 +71,11 @@ _MESSAGES = {
     Status.NONFINITE_TRIALS: (
         "every trial step, shrunk down to the xtol scale, met a non-finite residual or Jacobian: "
         "the solve stopped at the last finite point, which need not be a minimum"
+    ),
+    Status.CALLBACK: "callback: a callback asked the solve to stop",
+    Status.TIME_LIMIT: "time limit: max_time seconds passed before a tolerance was met",
+    Status.INTERRUPTED: (
+        "interrupted: KeyboardInterrupt during the solve; the result is the last point reached"
     ),
 }
 

@@ -77,6 +77,10 @@ class Dogleg(eqx.Module):
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
         return DoglegState(point, scale, factorize(path, point.jac, point.residual, scale), radius)
 
+    def damping_value(self, state: DoglegState) -> Float[Array, ""]:
+        """What ``StepInfo.damping`` reports: the trust radius Δ."""
+        return state.radius
+
     def step(
         self, problem: FlatProblem, path: str, state: DoglegState
     ) -> tuple[DoglegState, StepReport]:

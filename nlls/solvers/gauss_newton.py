@@ -20,6 +20,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from ..damping import armijo_holds
 from ..linear import factorize
@@ -30,6 +31,7 @@ from .base import Point, StepReport, accept_if, cost_of, point_at, refresh
 class GNState(eqx.Module):
     point: Point
     factor: eqx.Module
+    length: Float[Array, ""]  # α of the last line search (1 before the first)
 
 
 class GaussNewton(eqx.Module):
@@ -54,7 +56,12 @@ class GaussNewton(eqx.Module):
     def init(self, problem: FlatProblem, path: str, params) -> GNState:
         point = point_at(problem, params)
         unit = jnp.ones(params.shape, params.dtype)
-        return GNState(point, factorize(path, point.jac, point.residual, unit))
+        one = jnp.ones((), params.dtype)
+        return GNState(point, factorize(path, point.jac, point.residual, unit), one)
+
+    def damping_value(self, state: GNState) -> Float[Array, ""]:
+        """What ``StepInfo.damping`` reports: the last line-search step length α (no damping)."""
+        return state.length
 
     def step(self, problem: FlatProblem, path: str, state: GNState) -> tuple[GNState, StepReport]:
         point = state.point
@@ -117,4 +124,4 @@ class GaussNewton(eqx.Module):
             failed=~accepted,
             finite=jnp.isfinite(trial_cost) & ~(found & ~accepted),
         )
-        return GNState(point, factor), report
+        return GNState(point, factor, length), report

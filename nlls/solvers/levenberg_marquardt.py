@@ -113,6 +113,10 @@ class LevenbergMarquardt(eqx.Module):
             radius=(self.initial_radius * jnp.where(size > 0, size, 1.0)).astype(params.dtype),
         )
 
+    def damping_value(self, state: LMState) -> Float[Array, ""]:
+        """What ``StepInfo.damping`` reports: λ (in the trust-region form, the λ of the last trial)."""
+        return state.damping
+
     def step(self, problem: FlatProblem, path: str, state: LMState) -> tuple[LMState, StepReport]:
         point, scale, factor = state.point, state.scale, state.factor
         if self.damping == "trust_region":

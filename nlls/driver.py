@@ -1,0 +1,135 @@
+"""The host driver: runs a plan's compiled loop in segments and calls the callbacks between them.
+
+Used by ``least_squares`` when it is given ``callbacks``, ``max_time`` or ``resume``. Each segment is one
+call of the plan's compiled ``advance`` (``loop.run`` up to an iteration count), followed by one
+transfer of a few scalars to the host. A ``KeyboardInterrupt`` (from the keyboard, or raised by a
+callback) ends the solve at the last state a segment completed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from . import checkpoint
+from .callbacks import History, StepInfo
+from .result import Solution
+from .termination import Status
+
+
+def drive(
+    plan,
+    params0,
+    dynamic,
+    *,
+    max_steps: int,
+    callbacks: tuple,
+    callback_every: int,
+    max_time: float | None,
+    resume,
+) -> Solution:
+    started = time.perf_counter()
+    steps_limit = np.int32(max_steps)
+    if resume is not None:
+        like = jax.eval_shape(plan.start, params0, dynamic)[0]
+        state = checkpoint.load(resume, like, plan.signature)
+        # A solve stopped from outside (callback, time limit, interrupt) is checkpointed as RUNNING;
+        # any other status means it had ended, and resuming ends it again at once.
+        snapshot = plan.snapshot(state, params0)
+    else:
+        state, snapshot = plan.start(params0, dynamic)
+    info = _info(snapshot, started, max_steps, state, plan.signature)
+    if info.status == Status.NONFINITE_START:
+        from .solve import _raise_non_finite_start
+
+        _raise_non_finite_start(params0)
+
+    ended_by = None
+    try:
+        for callback in callbacks:
+            if hasattr(callback, "on_start"):
+                callback.on_start(info)
+        while info.status == Status.RUNNING:
+            if max_time is not None and time.perf_counter() - started >= max_time:
+                ended_by = Status.TIME_LIMIT
+                break
+            pause_at = np.int32(min(info.iteration + callback_every, np.iinfo(np.int32).max))
+            state, snapshot = plan.advance(state, params0, dynamic, steps_limit, pause_at)
+            info = _info(snapshot, started, max_steps, state, plan.signature)
+            stop = False
+            for callback in callbacks:
+                stop |= _wants_stop(callback(info))
+            if stop and info.status == Status.RUNNING:
+                ended_by = Status.CALLBACK
+                break
+    except KeyboardInterrupt:
+        ended_by = Status.INTERRUPTED
+
+    final = state if ended_by is None else _with_status(state, ended_by)
+    info = dataclasses.replace(info, status=Status(int(final.status)), time=_since(started))
+    for callback in callbacks:
+        if hasattr(callback, "on_end"):
+            callback.on_end(info)
+    restored = None
+    for callback in callbacks:
+        best = callback.restore() if hasattr(callback, "restore") else None
+        restored = restored if best is None else best
+    if restored is None:
+        solution = plan.finish(final, params0, dynamic)
+    else:
+        flat = ravel_pytree(restored)[0].astype(final.point.params.dtype)
+        solution = plan.finish(final, params0, dynamic, flat)
+    history = next((c for c in callbacks if isinstance(c, History)), None)
+    if history is not None:
+        solution = _with_history(solution, history)
+    return solution
+
+
+def _info(snapshot, started, max_steps, state, signature) -> StepInfo:
+    scalars, params = snapshot
+    values = jax.device_get(scalars)
+    return StepInfo(
+        step=int(values["step"]),
+        iteration=int(values["iteration"]),
+        params=params,
+        cost=float(values["cost"]),
+        grad_norm=float(values["grad_norm"]),
+        damping=float(values["damping"]),
+        step_norm=float(values["step_norm"]),
+        accepted=bool(values["accepted"]),
+        nfev=int(values["nfev"]),
+        njev=int(values["njev"]),
+        time=_since(started),
+        status=Status(int(values["status"])),
+        max_steps=max_steps,
+        solver_state=state,
+        signature=signature,
+    )
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def _wants_stop(answer) -> bool:
+    """``True`` as a Python, NumPy or JAX boolean stops; anything else (``None``, numbers) does not."""
+    if answer is True:
+        return True
+    if isinstance(answer, np.bool_ | np.ndarray | jax.Array):
+        return np.shape(answer) == () and np.asarray(answer).dtype == bool and bool(answer)
+    return False
+
+
+def _with_status(state, status: Status):
+    return eqx.tree_at(lambda s: s.status, state, jnp.asarray(int(status), jnp.int32))
+
+
+def _with_history(solution: Solution, history: History) -> Solution:
+    fields = {f.name: getattr(solution, f.name) for f in dataclasses.fields(solution)}
+    return Solution(**{**fields, "history": history})
