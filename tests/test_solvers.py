@@ -243,7 +243,7 @@ def test_importing_nlls_does_not_enable_float64():
 
 
 def test_loop_can_pause_and_resume_with_identical_iterates():
-    """``run(pause_at=k)`` stops after k accepted steps and continuing gives the same iterates."""
+    """``run(pause_at=k)`` stops after k iterations and continuing gives the same iterates."""
     t, y = decay_data(6)
     problem = FlatProblem(decay, (t, y), lambda p: p, "fwd")
     solver = nlls.LevenbergMarquardt()
