@@ -50,7 +50,7 @@ def test_readme_callbacks_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "history.npz").stat().st_size > 0
     assert "val_mse" in history.as_dict()
     for left, right in zip(
-        jax.tree_util.tree_leaves(sol.params), jax.tree_util.tree_leaves(again.params)
+        jax.tree_util.tree_leaves(sol.params), jax.tree_util.tree_leaves(again.params), strict=True
     ):
         np.testing.assert_array_equal(np.asarray(left), np.asarray(right))
 
