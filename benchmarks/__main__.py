@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all three by default: nist, minpack, mlp), prints progress and the
-markdown report, saves each suite's raw results to ``bench-out/<suite>.json`` and writes
+Runs the suites asked for (all four by default: nist, minpack, mlp, callbacks), prints progress
+and the markdown report, saves each suite's raw results to ``bench-out/<suite>.json`` and writes
 ``BENCHMARKS.md`` at the repository root from every suite result found in ``bench-out/`` (so the
 suites can be run one at a time and the report still covers all of them).
 """
@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for `tests.problems`
 
-from benchmarks import minpack, mlp, nist, report  # noqa: E402
+from benchmarks import callbacks, minpack, mlp, nist, report  # noqa: E402
 
-DEFAULT_REPEATS = {"nist": 5, "mlp": 5}
-QUICK_REPEATS = {"nist": 1, "mlp": 1}
+DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5}
+QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,6 +81,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = nist.run(repeats=repeats_for(suite, args), verbose=verbose)
     elif suite == "minpack":
         result = minpack.run(verbose=verbose)
+    elif suite == "callbacks":
+        result = callbacks.run(repeats=repeats_for(suite, args), verbose=verbose)
     else:
         result = mlp.run(repeats=repeats_for(suite, args), verbose=verbose)
     result["wall_s"] = time.perf_counter() - began
