@@ -56,7 +56,8 @@ class StepInfo:
         max_steps: the step limit of the solve.
         metrics: values that callbacks computed at this point (``Metrics``, ``EarlyStopping``); the
             ``History`` records them as extra columns.
-        solver_state: the full solver state (an ``nlls.loop.LoopState``), for ``Checkpoint``.
+        solver_state: the full solver state (an ``nlls.loop.LoopState``), for ``Checkpoint``. Valid
+            only during the call: the next segment reuses its buffers (donation).
         signature: the description of problem and solver that a checkpoint must match.
     """
 

@@ -1,14 +1,23 @@
 """The host driver: runs a plan's compiled loop in segments and calls the callbacks between them.
 
 Used by ``least_squares`` when it is given ``callbacks``, ``max_time`` or ``resume``. Each segment is one
-call of the plan's compiled ``advance`` (``loop.run`` up to an iteration count), followed by one
-transfer of a few scalars to the host. A ``KeyboardInterrupt`` (from the keyboard, or raised by a
-callback) ends the solve at the last state a segment completed.
+call of the plan's compiled ``advance`` (``loop.run`` up to an iteration count), followed by two small
+transfers to the host (the counters and the scalar values of the snapshot).
+
+Interrupts: in the main thread, Ctrl-C (SIGINT) during a solve only sets a flag, which is checked
+between segments, so a segment always completes and the solve ends at its state with
+``Status.INTERRUPTED``; a second Ctrl-C raises ``KeyboardInterrupt`` at once, as usual. With the
+segment thus protected, ``advance`` donates the incoming state (its buffers are reused for the outgoing
+one: no copy of the Jacobian and factorisation per segment). Elsewhere (another thread, where signal
+handlers cannot be set) the state is not donated and a ``KeyboardInterrupt`` is caught directly. A
+``KeyboardInterrupt`` raised by a callback ends the solve the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 
 import equinox as eqx
@@ -51,25 +60,31 @@ def drive(
         _raise_non_finite_start(params0)
 
     ended_by = None
-    try:
-        for callback in callbacks:
-            if hasattr(callback, "on_start"):
-                callback.on_start(info)
-        while info.status == Status.RUNNING:
-            if max_time is not None and time.perf_counter() - started >= max_time:
-                ended_by = Status.TIME_LIMIT
-                break
-            pause_at = np.int32(min(info.iteration + callback_every, np.iinfo(np.int32).max))
-            state, snapshot = plan.advance(state, params0, dynamic, steps_limit, pause_at)
-            info = _info(snapshot, started, max_steps, state, plan.signature)
-            stop = False
+    with _InterruptFlag() as interrupt:
+        advance = plan.advance_donating if interrupt.protects else plan.advance
+        try:
             for callback in callbacks:
-                stop |= _wants_stop(callback(info))
-            if stop and info.status == Status.RUNNING:
-                ended_by = Status.CALLBACK
-                break
-    except KeyboardInterrupt:
-        ended_by = Status.INTERRUPTED
+                if hasattr(callback, "on_start"):
+                    callback.on_start(info)
+            while info.status == Status.RUNNING:
+                if interrupt.raised:
+                    raise KeyboardInterrupt
+                if max_time is not None and time.perf_counter() - started >= max_time:
+                    ended_by = Status.TIME_LIMIT
+                    break
+                pause_at = np.int32(min(info.iteration + callback_every, np.iinfo(np.int32).max))
+                state, snapshot = advance(state, params0, dynamic, steps_limit, pause_at)
+                info = _info(snapshot, started, max_steps, state, plan.signature)
+                stop = False
+                for callback in callbacks:
+                    stop |= _wants_stop(callback(info))
+                if stop and info.status == Status.RUNNING:
+                    ended_by = Status.CALLBACK
+                    break
+        except KeyboardInterrupt:
+            if _deleted(state):  # a second Ctrl-C inside a segment: its input is gone
+                raise
+            ended_by = Status.INTERRUPTED
 
     final = state if ended_by is None else _with_status(state, ended_by)
     info = dataclasses.replace(info, status=Status(int(final.status)), time=_since(started))
@@ -91,22 +106,58 @@ def drive(
     return solution
 
 
+class _InterruptFlag:
+    """While active (in the main thread), the first SIGINT sets ``raised`` instead of raising
+    ``KeyboardInterrupt``, and puts the previous handler back so that a second one raises."""
+
+    def __init__(self):
+        self.raised = False
+        self.protects = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is signal.default_int_handler:  # Python's own: safe to take over
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+                self.protects = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.protects and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _deleted(state) -> bool:
+    return any(
+        isinstance(leaf, jax.Array) and leaf.is_deleted()
+        for leaf in jax.tree_util.tree_leaves(state)
+    )
+
+
 def _info(snapshot, started, max_steps, state, signature) -> StepInfo:
-    scalars, params = snapshot
-    values = jax.device_get(scalars)
+    counts, values, params = snapshot
+    step, iteration, nfev, njev, status, accepted = np.asarray(counts).tolist()
+    cost, grad_norm, damping, step_norm = np.asarray(values).tolist()
     return StepInfo(
-        step=int(values["step"]),
-        iteration=int(values["iteration"]),
+        step=step,
+        iteration=iteration,
         params=params,
-        cost=float(values["cost"]),
-        grad_norm=float(values["grad_norm"]),
-        damping=float(values["damping"]),
-        step_norm=float(values["step_norm"]),
-        accepted=bool(values["accepted"]),
-        nfev=int(values["nfev"]),
-        njev=int(values["njev"]),
+        cost=cost,
+        grad_norm=grad_norm,
+        damping=damping,
+        step_norm=step_norm,
+        accepted=bool(accepted),
+        nfev=nfev,
+        njev=njev,
         time=_since(started),
-        status=Status(int(values["status"])),
+        status=Status(status),
         max_steps=max_steps,
         solver_state=state,
         signature=signature,

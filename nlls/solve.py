@@ -183,6 +183,10 @@ class _Plan:
         self.solve = jax.jit(self._solve)
         self.start = jax.jit(self._start)
         self.advance = jax.jit(self._advance)
+        # The same program with the incoming state's buffers reused for the outgoing state (no copy
+        # of J and the factorisation per segment); the driver uses it when it can keep Ctrl-C from
+        # interrupting a segment half-way, since the old state is gone once it is donated.
+        self.advance_donating = jax.jit(self._advance, donate_argnums=0)
         self.finish = jax.jit(self._finish)
 
     def check(self, params0, dynamic) -> None:
@@ -256,21 +260,29 @@ class _Plan:
         return jax.jit(self._snapshot, static_argnums=1)(state, ravel_pytree(params0)[1])
 
     def _snapshot(self, state: loop.LoopState, unravel):
-        """What a callback sees: small scalars (fetched to the host together) and the parameters."""
+        """What a callback sees: steps, iterations, nfev, njev, status and accepted as one int32
+        vector; cost, ‖g‖∞, damping and step norm as one float vector (two transfers to the host,
+        not ten); and the parameters."""
         point = state.point
-        scalars = {
-            "step": state.steps,
-            "iteration": state.iterations,
-            "cost": point.cost,
-            "grad_norm": jnp.max(jnp.abs(point.grad), initial=0.0),
-            "damping": self.solver.damping_value(state.method_state),
-            "step_norm": state.step_norm,
-            "accepted": state.accepted,
-            "nfev": state.nfev,
-            "njev": state.njev,
-            "status": state.status,
-        }
-        return scalars, unravel(point.params)
+        counts = jnp.stack(
+            [
+                state.steps,
+                state.iterations,
+                state.nfev,
+                state.njev,
+                state.status,
+                state.accepted.astype(jnp.int32),
+            ]
+        )
+        values = jnp.stack(
+            [
+                point.cost,
+                jnp.max(jnp.abs(point.grad), initial=0.0),
+                self.solver.damping_value(state.method_state).astype(point.cost.dtype),
+                state.step_norm,
+            ]
+        )
+        return counts, values, unravel(point.params)
 
     def _solution(self, state: loop.LoopState, point, params0, args, unravel) -> Solution:
         unravel_residual = _unraveler(jax.eval_shape(self.residual, params0, *args))

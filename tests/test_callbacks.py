@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -368,6 +369,53 @@ def test_keyboard_interrupt_returns_the_last_point(tmp_path):
     assert recorder.ended.status == nlls.Status.INTERRUPTED
     # The final checkpoint was written and holds that point.
     assert checkpoint.read_meta(path)["step"] == 7
+
+
+def test_ctrl_c_ends_the_solve_after_the_current_segment(tmp_path):
+    """A real SIGINT in the middle of a solve: the solve returns the last point with status
+    "interrupted" and writes its final checkpoint; the SIGINT handler is put back afterwards."""
+    script = textwrap.dedent(
+        f"""
+        import signal, sys, time, jax
+        jax.config.update("jax_enable_x64", True)
+        sys.path.insert(0, {str(ROOT)!r})
+        import nlls
+        from nlls import checkpoint
+        from tests.test_callbacks import network_problem, network_residual
+        p0, args = network_problem()
+
+        def announce(info):
+            if info.iteration == 3:
+                print("running", flush=True)
+            time.sleep(0.01)
+
+        sol = nlls.least_squares(
+            network_residual, p0, args, max_steps=100000, ftol=0.0, xtol=0.0, gtol=0.0,
+            callbacks=[announce, nlls.Checkpoint(sys.argv[1], every=1000000)],
+        )
+        print(nlls.Status(int(sol.status)).name, int(sol.stats.steps),
+              checkpoint.read_meta(sys.argv[1])["step"],
+              signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+        """
+    )
+    path = tmp_path / "fit.ckpt"
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout.readline().strip() == "running"
+        time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    status, steps, saved, handler_restored = out.split()
+    assert status == "INTERRUPTED"
+    assert int(steps) >= 3 and int(saved) == int(steps)
+    assert handler_restored == "True"
 
 
 def test_checkpoint_resume_in_a_new_process_is_bit_identical(tmp_path):
