@@ -49,7 +49,10 @@ def drive(
         like = jax.eval_shape(plan.start, params0, dynamic)[0]
         state = checkpoint.load(resume, like, plan.signature)
         # A solve stopped from outside (callback, time limit, interrupt) is checkpointed as RUNNING;
-        # any other status means it had ended, and resuming ends it again at once.
+        # one that ran out of steps continues up to the new max_steps. Any other status means it
+        # had ended (converged or failed), and resuming ends it again at once.
+        if int(state.status) == Status.MAX_STEPS:
+            state = _with_status(state, Status.RUNNING)
         snapshot = plan.snapshot(state, params0)
     else:
         state, snapshot = plan.start(params0, dynamic)

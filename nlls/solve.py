@@ -71,6 +71,7 @@ def least_squares(
         max_time: seconds after which the solve ends with ``Status.TIME_LIMIT``, checked between
             segments.
         resume: a file written by ``nlls.Checkpoint``: continue that solve (same problem and solver;
+            a solve that ran out of steps continues up to this call's ``max_steps``;
             a mismatched or damaged file raises ``nlls.CheckpointError``). ``params0`` gives the
             structure only.
 

@@ -484,6 +484,20 @@ def test_resume_in_process_with_callbacks_and_history(tmp_path):
     assert history.as_dict()["step"][0] == saved_step
 
 
+def test_a_solve_that_ran_out_of_steps_continues_from_its_checkpoint(tmp_path):
+    p0, args = network_problem(jnp.float32)
+    path = tmp_path / "fit.ckpt"
+    short = nlls.least_squares(
+        network_residual, p0, args, max_steps=12, callbacks=[nlls.Checkpoint(path)]
+    )
+    assert nlls.Status(int(short.status)) == nlls.Status.MAX_STEPS
+    longer = nlls.least_squares(network_residual, p0, args, max_steps=30, resume=path)
+    whole = nlls.least_squares(network_residual, p0, args, max_steps=30)
+    assert int(longer.stats.steps) == 30
+    assert_trees_identical(longer.params, whole.params)
+    assert int(longer.stats.nfev) == int(whole.stats.nfev)
+
+
 def test_resuming_a_finished_solve_ends_at_once(tmp_path):
     path = tmp_path / "done.ckpt"
     sol = nlls.least_squares(rosenbrock, ROSENBROCK_START, callbacks=[nlls.Checkpoint(path)])
