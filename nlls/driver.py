@@ -53,7 +53,7 @@ def drive(
         # had ended (converged or failed), and resuming ends it again at once.
         if int(state.status) == Status.MAX_STEPS:
             state = _with_status(state, Status.RUNNING)
-        snapshot = plan.snapshot(state, params0)
+        snapshot = plan.describe(state, params0)
     else:
         state, snapshot = plan.start(params0, dynamic)
     info = _info(snapshot, started, max_steps, state, plan.signature)
@@ -78,6 +78,7 @@ def drive(
                 pause_at = np.int32(min(info.iteration + callback_every, np.iinfo(np.int32).max))
                 state, snapshot = advance(state, params0, dynamic, steps_limit, pause_at)
                 info = _info(snapshot, started, max_steps, state, plan.signature)
+                # From here on `info` describes `state` (until the next segment).
                 stop = False
                 for callback in callbacks:
                     stop |= _wants_stop(callback(info))
@@ -88,6 +89,10 @@ def drive(
             if _deleted(state):  # a second Ctrl-C inside a segment: its input is gone
                 raise
             ended_by = Status.INTERRUPTED
+            if info.solver_state is not state:  # interrupted between a segment and its snapshot
+                info = _info(
+                    plan.describe(state, params0), started, max_steps, state, plan.signature
+                )
 
     final = state if ended_by is None else _with_status(state, ended_by)
     info = dataclasses.replace(info, status=Status(int(final.status)), time=_since(started))

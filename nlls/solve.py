@@ -161,9 +161,9 @@ class _Plan:
     and the compiled programs.
 
     ``solve`` is the whole solve as one program (a plain call without callbacks). The host driver of
-    ``nlls.callbacks`` uses ``start``, ``advance`` and ``finish`` instead: the same ``loop.init`` and
-    ``loop.run`` split at optimisation barriers, so the iterates do not depend on how a solve is cut
-    into segments.
+    ``nlls.callbacks`` uses ``start``, ``advance`` (or ``advance_donating``) and ``finish`` instead:
+    the same ``loop.init`` and ``loop.run`` split at optimisation barriers, so the iterates do not
+    depend on how a solve is cut into segments. ``describe`` gives the snapshot of a given state.
 
     The key holds everything that fixes the compiled programs: the functions, the options, and the
     tree structure, shapes and dtypes of ``params0`` and ``args`` (non-array arguments by value).
@@ -189,6 +189,7 @@ class _Plan:
         # interrupting a segment half-way, since the old state is gone once it is donated.
         self.advance_donating = jax.jit(self._advance, donate_argnums=0)
         self.finish = jax.jit(self._finish)
+        self.describe = jax.jit(self._describe)
 
     def check(self, params0, dynamic) -> None:
         """Validate dtypes and shapes and choose path and AD mode; runs once per plan."""
@@ -256,9 +257,9 @@ class _Plan:
         point = state.point if params is None else point_at(problem, params)
         return self._solution(state, point, params0, args, unravel)
 
-    def snapshot(self, state, params0):
-        """The snapshot of a state obtained elsewhere (a checkpoint)."""
-        return jax.jit(self._snapshot, static_argnums=1)(state, ravel_pytree(params0)[1])
+    def _describe(self, state, params0):
+        """The snapshot of a state obtained elsewhere (a checkpoint, or an interrupted segment)."""
+        return self._snapshot(state, ravel_pytree(params0)[1])
 
     def _snapshot(self, state: loop.LoopState, unravel):
         """What a callback sees: steps, iterations, nfev, njev, status and accepted as one int32
