@@ -51,7 +51,9 @@ class StepInfo:
         step_norm: ``‖δ‖₂`` of the last trial step (0 at the start).
         accepted: whether the last trial step was accepted (``False`` at the start).
         nfev, njev: residual and Jacobian evaluations so far.
-        time: seconds since ``least_squares`` was called.
+        time: seconds since the first iteration began (0 in ``on_start``; compilation, the
+            evaluation of the first point and ``on_start`` excluded; ``max_time`` uses the same
+            clock).
         status: ``Status.RUNNING`` while the solve goes on; the final status in ``on_end``.
         max_steps: the step limit of the solve.
         metrics: values that callbacks computed at this point (``Metrics``, ``EarlyStopping``); the
@@ -152,7 +154,8 @@ class History:
         np.savez(path, **self.as_dict())
 
     def plot(self, path: str | os.PathLike, *, metrics: bool = True) -> None:
-        """Draw cost against step and against wall time (log axes) and write the figure to ``path``.
+        """Draw cost against step and against wall time (log scale for the values) and write the
+        figure to ``path``.
 
         Metrics recorded by ``Metrics``/``EarlyStopping`` are drawn beside the cost when ``metrics``.
         Needs matplotlib (``pip install matplotlib``).
@@ -179,10 +182,6 @@ class History:
                 axes.plot(x[seen], data[name][seen], ".-", label=name)
             axes.set_yscale("log")
             axes.set_xlabel(label)
-            if label.startswith("time"):
-                positive = x[x > 0]
-                if positive.size:
-                    axes.set_xscale("log")
             axes.grid(True, which="both", alpha=0.3)
             axes.legend()
         by_step.set_ylabel("value")

@@ -65,10 +65,17 @@ def drive(
     ended_by = None
     with _InterruptFlag() as interrupt:
         advance = plan.advance_donating if interrupt.protects else plan.advance
+        if info.status == Status.RUNNING:
+            # Compile the segment program now (a call that runs no iteration), so that the clock of
+            # `StepInfo.time` and `max_time` measures solving, not compiling.
+            pause_at = np.int32(info.iteration)
+            state, snapshot = advance(state, params0, dynamic, steps_limit, pause_at)
+            info = _info(snapshot, time.perf_counter(), max_steps, state, plan.signature)
         try:
             for callback in callbacks:
                 if hasattr(callback, "on_start"):
                     callback.on_start(info)
+            started = time.perf_counter()  # the clock starts with the first iteration
             while info.status == Status.RUNNING:
                 if interrupt.raised:
                     raise KeyboardInterrupt

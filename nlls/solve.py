@@ -69,7 +69,7 @@ def least_squares(
         callback_every: iterations (trial steps, accepted or not) per segment. The iterates do not
             depend on it.
         max_time: seconds after which the solve ends with ``Status.TIME_LIMIT``, checked between
-            segments.
+            segments; counted from the first iteration (compilation excluded).
         resume: a file written by ``nlls.Checkpoint``: continue that solve (same problem and solver;
             a solve that ran out of steps continues up to this call's ``max_steps``;
             a mismatched or damaged file raises ``nlls.CheckpointError``). ``params0`` gives the
