@@ -237,9 +237,13 @@ class EarlyStopping:
     Whatever ends the solve, the ``Solution`` holds the best parameters seen (its cost, residual and
     gradient are evaluated there; its counters are those of the whole solve).
 
-    Example (validation data ``x_val, y_val``)::
-
-        stop = nlls.EarlyStopping(lambda p: jnp.mean(model(p, x_val) - y_val) ** 2), patience=5)
+    Example (a "validation metric" that is lowest half-way along the path):
+        >>> import jax.numpy as jnp, nlls
+        >>> f = lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)])
+        >>> stop = nlls.EarlyStopping(lambda p: float((p[0] - 0.3) ** 2), patience=3)
+        >>> sol = nlls.least_squares(f, jnp.array([-1.2, 1.0]), callbacks=[stop])
+        >>> sol.message.split(":")[0], bool((sol.params == stop.best_params).all())
+        ('callback', True)
     """
 
     def __init__(
@@ -294,6 +298,16 @@ class Metrics:
 
     Jit the functions (``jax.jit``) when they are more than a few operations: they run in Python
     between compiled segments.
+
+    Example:
+        >>> import jax.numpy as jnp, nlls
+        >>> f = lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)])
+        >>> history = nlls.History()
+        >>> metrics = nlls.Metrics({"distance": lambda p: jnp.linalg.norm(p - 1.0)}, every=5)
+        >>> sol = nlls.least_squares(f, jnp.array([-1.2, 1.0]), callbacks=[history, metrics])
+        >>> distance = history.as_dict()["distance"]
+        >>> bool(distance[0] > 2.0), bool(distance[-1] < 1e-6)
+        (True, True)
     """
 
     def __init__(self, functions: Mapping[str, Callable[[Any], Any]], every: int = 1):
@@ -332,6 +346,15 @@ class ProgressBar:
 
     Quiet when the output is not a terminal (tqdm's ``disable=None``); other keyword arguments go to
     ``tqdm.tqdm``.
+
+    Example:
+        >>> import io, jax.numpy as jnp, nlls
+        >>> f = lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)])
+        >>> out = io.StringIO()
+        >>> sol = nlls.least_squares(f, jnp.array([-1.2, 1.0]),
+        ...                          callbacks=[nlls.ProgressBar(file=out, disable=False)])
+        >>> "cost=" in out.getvalue()
+        True
     """
 
     def __init__(self, **tqdm_options):
