@@ -43,7 +43,7 @@ import numpy as np
 
 import nlls
 from benchmarks import mlp, nist
-from benchmarks.peers import Outcome, PreparedFit, time_fits
+from benchmarks.peers import Outcome, PreparedFit, nlls_outcome, time_fits
 
 #: Accepted steps of the MLP fit (its tolerances are 0, so every variant does exactly these).
 MLP_STEPS = 100
@@ -127,21 +127,12 @@ def _prepare(variant: Variant, residual, args: tuple, options: dict) -> Prepared
         return sol
 
     def outcome(sol) -> Outcome:
-        stats = sol.stats
         history = sol.history
-        return Outcome(
-            x=np.asarray(sol.params),
-            cost=float(sol.cost),
-            nfev=int(stats.nfev),
-            njev=int(stats.njev),
-            steps=int(stats.steps),
-            success=bool(sol.success),
-            stop=nlls.Status(int(sol.status)).name.lower(),
-            message=str(sol.message),
-            extra={
-                "rejected": int(stats.rejected),
-                "history_rows": None if history is None else len(history),
-            },
+        return nlls_outcome(
+            sol,
+            np.asarray(sol.params),
+            float(sol.cost),
+            history_rows=None if history is None else len(history),
         )
 
     return PreparedFit(convert=jnp.asarray, solve=solve, outcome=outcome)

@@ -180,6 +180,24 @@ def time_fit(prepared: PreparedFit, x0: np.ndarray, repeats: int) -> tuple[Outco
 _SCIPY_STOP = {-1: "error", 0: "max_nfev", 1: "gtol", 2: "ftol", 3: "xtol", 4: "ftol+xtol"}
 
 
+def nlls_outcome(sol, x: np.ndarray, cost: float, **extra: Any) -> Outcome:
+    """The :class:`Outcome` of an ``nlls.Solution`` (counters, status, rejected steps, ``extra``)."""
+    import nlls
+
+    stats = sol.stats
+    return Outcome(
+        x=x,
+        cost=cost,
+        nfev=int(stats.nfev),
+        njev=int(stats.njev),
+        steps=int(stats.steps),
+        success=bool(sol.success),
+        stop=nlls.Status(int(sol.status)).name.lower(),
+        message=str(sol.message),
+        extra={"rejected": int(stats.rejected), **extra},
+    )
+
+
 class Nlls:
     """nlls through its public API: ``nlls.least_squares(residual, x0, args=..., method=..., ...)``.
 
@@ -221,21 +239,8 @@ class Nlls:
 
         def outcome(sol) -> Outcome:
             x = np.asarray(ravel_pytree(sol.params)[0])
-            stats = sol.stats
-            return Outcome(
-                x=x,
-                cost=cost(x),
-                nfev=int(stats.nfev),
-                njev=int(stats.njev),
-                steps=int(stats.steps),
-                success=bool(sol.success),
-                stop=nlls.Status(int(sol.status)).name.lower(),
-                message=str(sol.message),
-                extra={
-                    "rejected": int(stats.rejected),
-                    "linear": str(stats.linear),
-                    "jac": str(stats.jac),
-                },
+            return nlls_outcome(
+                sol, x, cost(x), linear=str(sol.stats.linear), jac=str(sol.stats.jac)
             )
 
         return PreparedFit(convert=jnp.asarray, solve=solve, outcome=outcome)
