@@ -148,9 +148,10 @@ def header(machine: dict) -> str:
             "- Arithmetic: float64 everywhere (`jax_enable_x64`).",
             "- Threads: "
             + ", ".join(f"{k}={v}" for k, v in machine.get("threads", {}).items())
-            + ". JAX's LAPACK calls (Cholesky, QR, eigh) on CPU go to scipy's OpenBLAS, whose",
-            "  threads compete with XLA's own; on this 2-core machine `OPENBLAS_NUM_THREADS=1` made",
-            "  an LM iteration on the MLP below about 1.9× faster (11.3 → 5.9 ms, one quick run).",
+            + ".",
+            "  JAX's LAPACK calls (Cholesky, QR, eigh) on CPU go to scipy's OpenBLAS, whose threads",
+            "  compete with XLA's own. On this 2-core machine, `OPENBLAS_NUM_THREADS=1` made an LM",
+            "  iteration of the MLP section about 1.9× faster (11.3 → 5.9 ms, one quick run).",
             "",
             "How times are taken: every solver gets the same residual function, data and start. Each",
             "solver first makes one untimed warm-up call (which compiles; reported as *first call*),",
