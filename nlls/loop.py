@@ -41,7 +41,7 @@ def init(method, problem: FlatProblem, path: str, params, tol: Tolerances) -> Lo
     """Evaluate residual and Jacobian at the start; flag a non-finite start, or a stationary one."""
     method_state = method.init(problem, path, params)
     point = method_state.point
-    finite = jnp.all(jnp.isfinite(params)) & jnp.all(jnp.isfinite(point.residual)) & point.finite
+    finite = jnp.all(jnp.isfinite(params)) & point.finite  # a non-finite residual makes cost inf
     status = jnp.where(
         finite,
         jnp.where(termination.gradient_small(tol, point.grad), Status.GTOL, Status.RUNNING),
@@ -97,9 +97,6 @@ def run(
             (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
         )
         steps = s.steps + report.accepted.astype(jnp.int32)
-        status = jnp.where(
-            (status == Status.RUNNING) & (steps >= max_steps), Status.MAX_STEPS, status
-        )
         return LoopState(
             method_state=method_state,
             iterations=s.iterations + 1,
@@ -113,6 +110,7 @@ def run(
         )
 
     state = jax.lax.while_loop(keep_going, body, state)
+    # The one place max_steps sets the status: keep_going stops the loop at max_steps accepted steps.
     exhausted = (state.status == Status.RUNNING) & (state.steps >= max_steps)
     return eqx.tree_at(
         lambda s: s.status,

@@ -54,7 +54,15 @@ class Status(enum.IntEnum):
     @property
     def converged(self) -> bool:
         """True for the statuses that mean a tolerance was met."""
-        return self in (Status.GTOL, Status.FTOL, Status.XTOL)
+        return self in CONVERGED
+
+
+CONVERGED = (Status.GTOL, Status.FTOL, Status.XTOL)
+
+
+def succeeded(status: Int[Array, "*batch"]) -> Bool[Array, "*batch"]:
+    """Elementwise ``Status(status).converged`` for a traced status array."""
+    return jnp.isin(status, jnp.asarray(CONVERGED, jnp.int32))
 
 
 _MESSAGES = {

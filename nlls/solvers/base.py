@@ -34,12 +34,16 @@ def cost_of(residual: Float[Array, " m"]) -> Float[Array, ""]:
     return jnp.where(jnp.isfinite(cost), cost, jnp.inf)
 
 
-def point_at(problem: FlatProblem, params: Float[Array, " n"]) -> Point:
-    """Evaluate residual and Jacobian at ``params``."""
-    residual, jac = problem.linearize(params)
+def point_of(params, residual: Float[Array, " m"], jac: Float[Array, "m n"]) -> Point:
+    """The ``Point`` with cost and gradient ``Jᵀr`` derived from a residual and its Jacobian."""
     return Point(
         params=params, residual=residual, cost=cost_of(residual), jac=jac, grad=jac.T @ residual
     )
+
+
+def point_at(problem: FlatProblem, params: Float[Array, " n"]) -> Point:
+    """Evaluate residual and Jacobian at ``params``."""
+    return point_of(params, *problem.linearize(params))
 
 
 class StepReport(eqx.Module):
@@ -83,9 +87,7 @@ def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callabl
     """The point, scale and factorisation at an accepted trial point, whose residual is known and
     whose Jacobian ``jacobian()`` materialises (``FlatProblem.evaluate``)."""
     jac = jacobian()
-    point = Point(
-        params=params, residual=residual, cost=cost_of(residual), jac=jac, grad=jac.T @ residual
-    )
+    point = point_of(params, residual, jac)
     new_scale = updated_scale(scale, jac, scaling)
     return point, new_scale, factorize(path, jac, residual, new_scale)
 
