@@ -125,7 +125,7 @@ class History:
         self._record(info)
 
     def on_end(self, info: StepInfo) -> None:
-        if not self._rows or self._rows[-1][1] != info.iteration:
+        if not self._rows or self._rows[-1][COLUMNS.index("iteration")] != info.iteration:
             self._record(info)
 
     def _record(self, info: StepInfo) -> None:

@@ -28,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 
 from . import checkpoint
 from .callbacks import History, StepInfo
+from .problem import raise_non_finite_start
 from .result import Solution
 from .termination import Status
 
@@ -58,9 +59,7 @@ def drive(
         state, snapshot = plan.start(params0, dynamic)
     info = _info(snapshot, started, max_steps, state, plan.signature)
     if info.status == Status.NONFINITE_START:
-        from .solve import _raise_non_finite_start
-
-        _raise_non_finite_start(params0)
+        raise_non_finite_start(params0)
 
     ended_by = None
     with _InterruptFlag() as interrupt:

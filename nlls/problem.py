@@ -13,6 +13,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
@@ -80,4 +81,19 @@ def describe_leaves(tree) -> str:
     return ", ".join(
         f"{jax.tree_util.keystr(path) or 'params'}: {jnp.result_type(leaf)}{jnp.shape(leaf)}"
         for path, leaf in leaves
+    )
+
+
+def raise_non_finite_start(params0):
+    """Raise the ``ValueError`` for a solve that reported ``Status.NONFINITE_START``, naming the
+    first non-finite leaf of ``params0`` if there is one."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params0):
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(
+                f"params0 is not finite at {jax.tree_util.keystr(path) or 'params0'}: "
+                "nlls needs a finite starting point"
+            )
+    raise ValueError(
+        "the residual or its Jacobian is not finite at params0: nlls needs a finite "
+        "starting point (check the initial parameters and the data for NaN or inf)"
     )

@@ -18,11 +18,11 @@ from .callbacks import StepInfo
 from .driver import drive
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, choose_path
-from .problem import FlatProblem, describe_leaves
+from .problem import FlatProblem, describe_leaves, raise_non_finite_start
 from .result import Solution, Stats
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
 from .solvers.base import point_at
-from .termination import Status, Tolerances
+from .termination import Status, Tolerances, succeeded
 
 METHODS = {"lm": LevenbergMarquardt, "gn": GaussNewton, "dogleg": Dogleg}
 
@@ -144,7 +144,7 @@ def least_squares(
     solution = plan.solve(params0, dynamic, np.int32(max_steps))
     if not isinstance(solution.status, jax.core.Tracer):
         if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
-            _raise_non_finite_start(params0)
+            raise_non_finite_start(params0)
     return solution
 
 
@@ -294,7 +294,7 @@ class _Plan:
             cost=point.cost,
             residual=unravel_residual(point.residual),
             grad=point.grad,
-            success=(status == Status.GTOL) | (status == Status.FTOL) | (status == Status.XTOL),
+            success=succeeded(status),
             status=status,
             stats=Stats(
                 steps=state.steps,
@@ -427,17 +427,4 @@ def _signature(tree):
     return treedef, tuple(
         (type(leaf), np.shape(leaf), getattr(leaf, "dtype", None), getattr(leaf, "weak_type", 0))
         for leaf in leaves
-    )
-
-
-def _raise_non_finite_start(params0):
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params0):
-        if not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(
-                f"params0 is not finite at {jax.tree_util.keystr(path) or 'params0'}: "
-                "nlls needs a finite starting point"
-            )
-    raise ValueError(
-        "the residual or its Jacobian is not finite at params0: nlls needs a finite "
-        "starting point (check the initial parameters and the data for NaN or inf)"
     )
