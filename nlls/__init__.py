@@ -6,6 +6,7 @@ search and dogleg trust region, on any pytree of parameters, under ``jit`` and `
 
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
+from .fitting import FitResult, fit
 from .result import Solution, Stats
 from .solve import least_squares
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
@@ -16,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "Dogleg",
     "EarlyStopping",
+    "FitResult",
     "GaussNewton",
     "History",
     "LevenbergMarquardt",
@@ -25,6 +27,7 @@ __all__ = [
     "Stats",
     "StepInfo",
     "Status",
+    "fit",
     "least_squares",
 ]
 __version__ = "0.1.0"

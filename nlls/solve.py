@@ -287,7 +287,7 @@ class _Plan:
         return counts, values, unravel(point.params)
 
     def _solution(self, state: loop.LoopState, point, params0, args, unravel) -> Solution:
-        unravel_residual = _unraveler(jax.eval_shape(self.residual, params0, *args))
+        unravel_residual = _unraveler(eqx.filter_eval_shape(self.residual, params0, *args))
         status = state.status
         return Solution(
             params=unravel(point.params),
@@ -385,7 +385,7 @@ def _check_params(params0) -> np.dtype:
 
 def _check_residual(residual, params0, args, dtype) -> int:
     try:
-        shape = jax.eval_shape(residual, params0, *args)
+        shape = eqx.filter_eval_shape(residual, params0, *args)
     except Exception as error:  # the user's function failed to trace: say where
         raise ValueError(f"calling residual(params0, *args) failed: {error}") from error
     leaves = jax.tree_util.tree_leaves(shape)
@@ -408,7 +408,7 @@ def _check_residual(residual, params0, args, dtype) -> int:
 
 
 def _check_user_jac(jac, params0, args, m, n) -> None:
-    shape = jax.eval_shape(jac, params0, *args)
+    shape = eqx.filter_eval_shape(jac, params0, *args)
     if not hasattr(shape, "shape") or tuple(shape.shape) != (m, n):
         got = getattr(shape, "shape", type(shape).__name__)
         raise ValueError(

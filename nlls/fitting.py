@@ -1,0 +1,323 @@
+"""Fitting models to data: ``nlls.fit`` for equinox modules and plain functions.
+
+A model maps one sample ``xᵢ`` to a prediction of the shape of ``yᵢ``; the fit minimises
+
+    ½ Σᵢ ‖wᵢ ⊙ (model(xᵢ) − yᵢ)‖²
+
+over the model's trainable leaves, with the residual vector ``r`` stacking the weighted errors of all
+samples (sample-major: the rows of sample ``i`` are consecutive).
+
+Per-sample Jacobians
+--------------------
+The residuals of different samples depend on the parameters through different inputs only, so the
+Jacobian is a stack of per-sample blocks ``Jᵢ = ∂rᵢ/∂θ`` (k×n for k outputs per sample). Building it as
+a ``vmap`` over samples of each sample's Jacobian (reverse mode when ``k < n``, forward mode
+otherwise) costs about one batched forward and backward pass; differentiating the batched function
+instead costs ``m`` reverse passes (or ``n`` forward passes) of the whole batch. On the 481-parameter
+MLP with 200 samples: 0.6 ms per-sample, against 15 ms (``jax.jacrev``) and 37 ms (``jax.jacfwd``) of
+the batched function. ``fit`` hands this Jacobian to ``least_squares`` as a Jacobian function
+(``Solution.stats.jac == "user"``); the linear path still follows the shape (the m×m min-norm step
+for a network wider than its data).
+
+Trainable leaves
+----------------
+``eqx.partition(model, trainable)`` splits the model into the leaves that are fitted (by default every
+floating-point array, ``eqx.is_inexact_array``) and the rest, which is passed through untouched:
+integer arrays, activation functions, and floating arrays excluded by a ``trainable`` filter tree
+(see ``equinox.partition``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from .callbacks import History, Metrics, StepInfo
+from .result import Solution
+
+FIRST_ORDER = ("adam", "sgd", "lbfgs")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What a fit returns.
+
+    Attributes:
+        model: the fitted model, of the kind that was given (an equinox module with its trainable
+            leaves replaced, or ``(fn, params)`` for a plain function).
+        solution: the ``nlls.Solution`` of the underlying solve (parameters as a pytree of the
+            trainable leaves, cost, status, counts).
+        history: the ``nlls.History`` of the fit (one row per callback call), or ``None`` when the
+            fit ran without one (``history=False``).
+    """
+
+    model: Any
+    solution: Solution
+    history: History | None
+
+
+def minimise(
+    method, residual: Callable[..., Any], params0, args: tuple = (), **options
+) -> Solution:
+    """Minimise ``½‖residual(params, *args)‖²`` with ``method``: a first-order baseline
+    (``"adam"``, ``"sgd"``, ``"lbfgs"``, through ``nlls.baselines``) or anything ``least_squares``
+    accepts (``"lm"``, ``"gn"``, ``"dogleg"``, a solver object). ``options`` go to that function."""
+    if isinstance(method, str) and method in FIRST_ORDER:
+        from . import baselines
+
+        options.pop("jac", None)  # first-order methods need gradients only (reverse mode)
+        return getattr(baselines, method)(residual, params0, args, **options)
+    from .solve import least_squares
+
+    return least_squares(residual, params0, args, method=method, **options)
+
+
+class _Function(eqx.Module):
+    """A plain model ``fn(params, x)`` seen as a module, so that both kinds share one code path."""
+
+    fn: Callable[..., Any]
+    params: Any
+
+    def __call__(self, x):
+        return self.fn(self.params, x)
+
+
+def fit(
+    model,
+    x,
+    y,
+    *,
+    method: str | eqx.Module = "lm",
+    weights=None,
+    val: tuple | None = None,
+    callbacks: Sequence[Callable[[StepInfo], Any]] = (),
+    callback_every: int = 1,
+    max_steps: int = 1000,
+    history: bool = True,
+    trainable=eqx.is_inexact_array,
+    jac: str | Callable[..., Any] = "per_sample",
+    **solver_options,
+) -> FitResult:
+    """Fit ``model`` to samples ``(x, y)`` by least squares.
+
+    Args:
+        model: an equinox module applied to one sample, ``model(x[i])``, or a pair ``(fn, params)``
+            of a function ``fn(params, x[i])`` and its parameter pytree.
+        x: the inputs, an array (or pytree of arrays) with the samples along the leading axis.
+        y: the targets, an array with the samples along the leading axis; ``y[i]`` has the shape of
+            ``model(x[i])``.
+        method: ``"lm"``, ``"gn"``, ``"dogleg"`` or a solver object (``nlls.least_squares``), or a
+            first-order baseline ``"adam"``, ``"sgd"``, ``"lbfgs"`` (``nlls.baselines``, same
+            residual, callbacks and History).
+        weights: non-negative weights broadcastable to ``y.shape``, multiplying the residuals (so
+            ``1/σ`` for measurement errors σ); ``None`` for all ones.
+        val: ``(x_val, y_val)``: the validation mean squared error is recorded in the History as
+            ``"val_mse"`` at every callback call.
+        callbacks, callback_every: as for ``least_squares``.
+        max_steps: the most accepted steps (optimiser updates for a first-order method).
+        history: record an ``nlls.History`` (returned as ``FitResult.history``). With
+            ``history=False``, no ``val`` and no callbacks, the fit is one compiled program.
+        trainable: an ``equinox.partition`` filter choosing the fitted leaves (default: every
+            floating-point array); the other leaves are returned unchanged.
+        jac: ``"per_sample"`` (default: the Jacobian as a vmap over samples of per-sample
+            Jacobians), or anything ``least_squares`` accepts (``"auto"``, ``"fwd"``, ``"rev"``
+            differentiate the batched residual).
+        solver_options: passed on (``ftol``, ``xtol``, ``gtol``, ``linear``, ``max_time``;
+            ``learning_rate`` and the like for a first-order method).
+
+    The data are cast to the dtype of the trainable parameters.
+
+    Returns:
+        A ``FitResult(model, solution, history)``.
+
+    Raises:
+        ValueError: before any training, when ``x`` and ``y`` differ in length, the data or the
+            weights hold NaN or inf, ``model(x[0])`` does not have the shape of ``y[0]``, or the
+            model has no trainable leaves.
+
+    Example:
+        >>> import equinox as eqx, jax, jax.numpy as jnp, nlls
+        >>> x = jnp.linspace(-1.0, 1.0, 50)[:, None]
+        >>> y = jnp.sin(2.0 * x)
+        >>> model = eqx.nn.MLP(1, 1, width_size=8, depth=1, activation=jnp.tanh,
+        ...                    key=jax.random.key(0))
+        >>> result = nlls.fit(model, x, y)
+        >>> mse = float(jnp.mean((jax.vmap(result.model)(x) - y) ** 2))
+        >>> bool(mse < 1e-6), result.solution.stats.linear
+        (True, 'normal')
+    """
+    as_pair = isinstance(model, tuple)
+    if as_pair:
+        if len(model) != 2 or not callable(model[0]):
+            raise TypeError("a plain model is a pair (fn, params) with fn(params, x[i])")
+        fn, params = model
+        params = jax.tree_util.tree_map(
+            lambda leaf: jnp.asarray(leaf) if isinstance(leaf, float | int | np.ndarray) else leaf,
+            params,
+        )
+        module = _Function(fn, params)
+        trainable = _Function(fn=False, params=trainable)
+    elif isinstance(model, eqx.Module):
+        module = model
+    else:
+        raise TypeError(
+            f"model must be an equinox Module or a pair (fn, params), got {type(model).__name__}"
+        )
+    params0, frozen = eqx.partition(module, trainable)
+    dtype = _trainable_dtype(params0)
+    x, y, weights = _check_data(module, x, y, weights, dtype, "")
+    validation = None
+    if val is not None:
+        if not (isinstance(val, tuple | list) and len(val) == 2):
+            raise TypeError("val must be a pair (x_val, y_val)")
+        x_val, y_val, _ = _check_data(module, val[0], val[1], None, dtype, "val ")
+        validation = Metrics({"val_mse": lambda p: _mse(p, frozen, x_val, y_val)})
+
+    recorder = History() if history else None
+    extra = tuple(c for c in (recorder, validation) if c is not None)
+    callbacks = (*([callbacks] if callable(callbacks) else callbacks), *extra)
+    options = dict(solver_options, max_steps=max_steps)
+    if callbacks:
+        options.update(callbacks=callbacks, callback_every=callback_every)
+    if jac == "per_sample":
+        jac = _per_sample_jacobian(module, x, params0)
+    solution = minimise(method, _residual, params0, (frozen, x, y, weights), jac=jac, **options)
+    fitted = eqx.combine(solution.params, frozen)
+    result_model = fitted
+    if as_pair:  # the parameters as the user gave them, not wrapped in the module
+        result_model = (fitted.fn, fitted.params)
+        solution = eqx.tree_at(lambda s: s.params, solution, solution.params.params)
+    return FitResult(model=result_model, solution=solution, history=recorder)
+
+
+def _residual(params, frozen, x, y, weights):
+    """``w ⊙ (model(xᵢ) − yᵢ)`` for every sample, flattened sample-major."""
+    model = eqx.combine(params, frozen)
+    error = jax.vmap(model)(x) - y
+    if weights is not None:
+        error = error * weights
+    return error.reshape(-1)
+
+
+def _sample_residual(flat, unravel, frozen, xi, yi, wi):
+    model = eqx.combine(unravel(flat), frozen)
+    error = model(xi) - yi
+    if wi is not None:
+        error = error * wi
+    return error.reshape(-1)
+
+
+def _jacobian_per_sample(differentiate, params, frozen, x, y, weights):
+    """The (m, n) Jacobian of ``_residual`` as a stack of per-sample blocks."""
+    flat, unravel = ravel_pytree(params)
+    block = differentiate(_sample_residual)
+
+    def one(xi, yi, wi):
+        return block(flat, unravel, frozen, xi, yi, wi)
+
+    blocks = jax.vmap(one)(x, y, weights)  # (samples, k, n)
+    return blocks.reshape(-1, flat.size)
+
+
+def _per_sample_jacobian_rev(params, frozen, x, y, weights):
+    return _jacobian_per_sample(jax.jacrev, params, frozen, x, y, weights)
+
+
+def _per_sample_jacobian_fwd(params, frozen, x, y, weights):
+    return _jacobian_per_sample(jax.jacfwd, params, frozen, x, y, weights)
+
+
+def _per_sample_jacobian(module, x, params0):
+    """Reverse mode per sample when a sample has fewer outputs than there are parameters
+    (``k < n``: k VJPs per sample), forward mode otherwise (n JVPs per sample)."""
+    sample = jax.tree_util.tree_map(lambda leaf: leaf[0], x)
+    outputs = int(np.prod(jax.eval_shape(module, sample).shape))
+    n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params0))
+    return _per_sample_jacobian_rev if outputs < n else _per_sample_jacobian_fwd
+
+
+@eqx.filter_jit
+def _mse(params, frozen, x, y):
+    model = eqx.combine(params, frozen)
+    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+
+def _trainable_dtype(params0):
+    leaves = jax.tree_util.tree_leaves(params0)
+    if not leaves:
+        raise ValueError(
+            "the model has no trainable leaves (no floating-point arrays selected by `trainable`)"
+        )
+    dtypes = {jnp.result_type(leaf) for leaf in leaves}
+    if len(dtypes) > 1:
+        raise ValueError(
+            f"the trainable leaves mix dtypes {sorted(map(str, dtypes))}; use one floating dtype"
+        )
+    return dtypes.pop()
+
+
+def _check_data(module, x, y, weights, dtype, prefix: str):
+    """Cast the data to ``dtype`` and check lengths, finiteness and the model's output shape."""
+    x = jax.tree_util.tree_map(lambda leaf: _cast(leaf, dtype), x)
+    y = _cast(y, dtype)
+    x_leaves = jax.tree_util.tree_leaves(x)
+    if not x_leaves or y.ndim == 0:
+        raise ValueError(f"{prefix}x and y need the samples along a leading axis")
+    samples = y.shape[0]
+    for leaf in x_leaves:
+        if leaf.ndim == 0 or leaf.shape[0] != samples:
+            raise ValueError(
+                f"{prefix}x has {leaf.shape[0] if leaf.ndim else 'no'} samples but {prefix}y has "
+                f"{samples}: x and y need the same length along the leading axis"
+            )
+    if samples == 0:
+        raise ValueError(f"{prefix}x and y hold no samples")
+    for name, leaf in [*((f"{prefix}x", leaf) for leaf in x_leaves), (f"{prefix}y", y)]:
+        _require_finite(name, leaf)
+    sample = jax.tree_util.tree_map(lambda leaf: leaf[0], x)
+    try:
+        output = jax.eval_shape(module, sample)
+    except Exception as error:  # the user's model failed to trace on one sample: say so
+        raise ValueError(f"calling the model on one sample {prefix}x[0] failed: {error}") from error
+    if not hasattr(output, "shape") or tuple(output.shape) != tuple(y.shape[1:]):
+        got = getattr(output, "shape", type(output).__name__)
+        raise ValueError(
+            f"the model returns shape {got} for one sample but {prefix}y[0] has shape "
+            f"{tuple(y.shape[1:])}: reshape y so that y[i] has the shape of the model's output, or "
+            "change the model"
+        )
+    if weights is not None:
+        weights = _cast(weights, dtype)
+        _require_finite("weights", weights)
+        if np.any(np.asarray(weights) < 0):
+            raise ValueError("weights must be non-negative")
+        try:
+            weights = jnp.broadcast_to(weights, y.shape)
+        except ValueError as error:
+            raise ValueError(
+                f"weights of shape {weights.shape} do not broadcast to y's shape {y.shape}"
+            ) from error
+    return x, y, weights
+
+
+def _cast(leaf, dtype):
+    leaf = jnp.asarray(leaf)
+    return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+
+def _require_finite(name: str, leaf) -> None:
+    if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(leaf.dtype, jnp.inexact):
+        return
+    bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
+    if bad:
+        raise ValueError(
+            f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}: remove or impute "
+            "them before fitting"
+        )
