@@ -8,6 +8,9 @@ convergence tests switched off:
 - nlls LM: ``ftol = xtol = gtol = 0``, ``max_steps = 300``, everything else default (``jac="auto"``,
   ``linear="auto"``, which pick reverse mode and the m×m min-norm step here). nlls counts accepted
   steps towards ``max_steps`` and rejected ones apart; its iterations are accepted + rejected;
+- nlls LM with the per-sample Jacobian: the same, given ``jac=per_sample_jacobian`` (a vmap over
+  samples of each sample's gradient, what ``nlls.fit`` builds for a model) instead of differentiating
+  the batched residual;
 - optimistix LevenbergMarquardt: ``rtol = atol = 0``, ``max_steps = 300``, default QR step solver;
 - jaxopt LevenbergMarquardt: ``tol = xtol = gtol = 0``, ``maxiter = 300``, its default matrix-free CG
   step solver.
@@ -32,6 +35,7 @@ SEED = 0
 
 SETTINGS = {
     "nlls lm": f"method='lm', ftol=xtol=gtol=0, max_steps={ITERATIONS}",
+    "nlls lm (per-sample jac)": "the same with jac=per_sample_jacobian (as nlls.fit builds it)",
     "optimistix LevenbergMarquardt": f"rtol=atol=0, max_steps={ITERATIONS}, throw=False",
     "jaxopt LevenbergMarquardt": f"solver=CG (default), tol=xtol=gtol=0, maxiter={ITERATIONS}",
 }
@@ -80,6 +84,17 @@ def residual(flat: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
     return mlp(flat, x) - y
 
 
+def per_sample_jacobian(flat: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """The (points, parameters) Jacobian of ``residual`` as a vmap over points of each point's
+    gradient: the per-sample structure that ``nlls.fit`` exploits."""
+    del y
+
+    def one_point(params, xi):
+        return mlp(params, xi[None])[0]
+
+    return jax.vmap(jax.grad(one_point), in_axes=(None, 0))(flat, x)
+
+
 def data() -> tuple[jax.Array, jax.Array]:
     """200 evenly spaced points of sin(3x) on [-1, 1]."""
     x = jnp.linspace(-1.0, 1.0, POINTS, dtype=jnp.float64)
@@ -87,8 +102,17 @@ def data() -> tuple[jax.Array, jax.Array]:
 
 
 def solvers() -> list:
-    """nlls first (the ratios are nlls / peer), then the peers, all with tests switched off."""
+    """nlls first (the ratios are nlls with the per-sample Jacobian / other), then the peers, all with tests switched off."""
     return [
+        Nlls(
+            "lm",
+            label="nlls lm (per-sample jac)",
+            jac=per_sample_jacobian,
+            ftol=0.0,
+            xtol=0.0,
+            gtol=0.0,
+            max_steps=ITERATIONS,
+        ),
         Nlls("lm", ftol=0.0, xtol=0.0, gtol=0.0, max_steps=ITERATIONS),
         Optimistix("lm", rtol=0.0, atol=0.0, max_steps=ITERATIONS),
         Jaxopt(maxiter=ITERATIONS, tol=0.0, xtol=0.0, gtol=0.0),

@@ -4,6 +4,7 @@ Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Ma
 search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``.
 """
 
+from . import baselines
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
 from .fitting import FitResult, fit
@@ -13,6 +14,7 @@ from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
 from .termination import Status
 
 __all__ = [
+    "baselines",
     "Checkpoint",
     "CheckpointError",
     "Dogleg",

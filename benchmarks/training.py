@@ -1,0 +1,294 @@
+"""Training models: time to a target MSE, and the MSE reached in equal wall time, for nlls LM against
+first-order training (optax Adam and L-BFGS) and the JAX least-squares peers.
+
+Problems:
+
+- *wide MLP*: the 1→20→20→1 tanh MLP of the ``mlp`` suite (481 parameters, 200 points of sin(3x)),
+  target MSE 1e-8;
+- *tall MLP*: a 1→32→32→1 tanh MLP (1153 parameters) on 20,000 points of
+  ``sin(3x) + 0.3 cos(10x)`` on [−1, 1], target MSE 1e-6;
+- *demo*: the Lotka–Volterra universal differential equation of ``python -m nlls demo``; its target
+  is the final training loss of the Adam → L-BFGS recipe, as the demo measures it (run by the demo
+  module itself and reported beside these).
+
+Protocol (the same for every method, so that no method pays for another's way of reporting):
+
+- every run is a fresh fit from the same start with a budget of ``b`` steps (accepted steps for
+  nlls, iterations for the peers, optimiser updates for Adam and L-BFGS) and no callbacks, timed
+  after a warm-up call with the same budget (so compilation is excluded, also for peers whose step
+  limit is static and compiles anew);
+- the budget doubles from a small start until the final MSE is at or below the target, or a run takes
+  longer than the method's time cap; the last bracket is then bisected three times;
+- *time to target* is the wall time of the smallest budget found that reaches the target;
+- *MSE in equal time*: the MSE of the longest run of each method that took no longer than nlls LM's
+  time to target (its best within the same time).
+
+Solver settings: nlls LM through ``nlls.fit`` (per-sample Jacobian, ``ftol = xtol = gtol = 0``, the
+budget as ``max_steps``); Adam (``nlls.baselines.adam``, optax, learning rate 1e-3 and 1e-2, the
+better reported) and L-BFGS (``nlls.baselines.lbfgs``, optax's L-BFGS with its zoom line search),
+full batch, minimising the MSE; optimistix ``LevenbergMarquardt`` (``rtol = atol = 0``) and jaxopt
+``LevenbergMarquardt`` (matrix-free CG, ``tol = 0``) on the flat residual, each inside one
+``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import nlls
+
+BISECTIONS = 3
+
+
+@dataclass(frozen=True)
+class MLPProblem:
+    """A tanh MLP ``layers`` on flat parameters, fitted to ``target(x)`` on ``points`` points."""
+
+    name: str
+    layers: tuple[int, ...]
+    points: int
+    target_mse: float
+    function: Callable
+    time_cap_s: float
+    first_budget: int
+
+    def shapes(self):
+        return [((i, o), (o,)) for i, o in zip(self.layers[:-1], self.layers[1:], strict=True)]
+
+    @property
+    def n_params(self) -> int:
+        return sum(w[0] * w[1] + b[0] for w, b in self.shapes())
+
+    def init(self, seed: int = 0) -> jax.Array:
+        """Weights ~ N(0, 1/fan_in), biases 0, layer by layer (as the ``mlp`` suite)."""
+        key = jax.random.key(seed)
+        pieces = []
+        for (fan_in, fan_out), bias in self.shapes():
+            key, sub = jax.random.split(key)
+            weight = jax.random.normal(sub, (fan_in, fan_out), dtype=jnp.float64)
+            pieces += [(weight / np.sqrt(fan_in)).ravel(), jnp.zeros(bias, jnp.float64)]
+        return jnp.concatenate(pieces)
+
+    def apply(self, flat: jax.Array, x: jax.Array) -> jax.Array:
+        """The network on a batch ``x`` of shape (N,)."""
+        h = x[:, None]
+        offset = 0
+        shapes = self.shapes()
+        for index, ((fan_in, fan_out), bias) in enumerate(shapes):
+            weight = flat[offset : offset + fan_in * fan_out].reshape(fan_in, fan_out)
+            offset += fan_in * fan_out
+            h = h @ weight + flat[offset : offset + bias[0]]
+            offset += bias[0]
+            if index < len(shapes) - 1:
+                h = jnp.tanh(h)
+        return h[:, 0]
+
+    def one(self, flat: jax.Array, xi: jax.Array) -> jax.Array:
+        """The network on one point (the per-sample model ``nlls.fit`` takes)."""
+        return self.apply(flat, xi[None])[0]
+
+    def residual(self, flat: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+        return self.apply(flat, x) - y
+
+    def data(self):
+        x = jnp.linspace(-1.0, 1.0, self.points, dtype=jnp.float64)
+        return x, self.function(x)
+
+
+PROBLEMS = (
+    MLPProblem(
+        "wide MLP",
+        (1, 20, 20, 1),
+        200,
+        1e-8,
+        lambda x: jnp.sin(3.0 * x),
+        time_cap_s=20.0,
+        first_budget=8,
+    ),
+    MLPProblem(
+        "tall MLP",
+        (1, 32, 32, 1),
+        20_000,
+        1e-6,
+        lambda x: jnp.sin(3.0 * x) + 0.3 * jnp.cos(10.0 * x),
+        time_cap_s=40.0,
+        first_budget=4,
+    ),
+)
+
+
+def _nlls_fit(problem: MLPProblem, method: str, **options) -> Callable:
+    x, y = problem.data()
+
+    def run(budget: int, start):
+        result = nlls.fit(
+            (problem.one, start), x, y, method=method, max_steps=budget, history=False, **options
+        )
+        return jax.block_until_ready(result.model[1])
+
+    return run
+
+
+def _optimistix(problem: MLPProblem) -> Callable:
+    import optimistix as optx
+
+    x, y = problem.data()
+    compiled = {}
+
+    def run(budget: int, start):
+        if budget not in compiled:
+            solver = optx.LevenbergMarquardt(rtol=0.0, atol=0.0)
+
+            def solve(y0, data):
+                return optx.least_squares(
+                    lambda p, d: problem.residual(p, *d),
+                    solver,
+                    y0,
+                    data,
+                    max_steps=budget,
+                    throw=False,
+                ).value
+
+            compiled[budget] = jax.jit(solve)
+        return jax.block_until_ready(compiled[budget](start, (x, y)))
+
+    return run
+
+
+def _jaxopt(problem: MLPProblem) -> Callable:
+    import jaxopt
+
+    x, y = problem.data()
+    compiled = {}
+
+    def run(budget: int, start):
+        if budget not in compiled:
+            solver = jaxopt.LevenbergMarquardt(
+                residual_fun=problem.residual, maxiter=budget, tol=0.0, xtol=0.0, gtol=0.0
+            )
+            compiled[budget] = jax.jit(solver.run)
+        return jax.block_until_ready(compiled[budget](start, x, y).params)
+
+    return run
+
+
+def methods(problem: MLPProblem) -> dict[str, Callable]:
+    """Every method as ``run(budget, start) -> flat params``; nlls LM first (the reference)."""
+    return {
+        "nlls LM (fit)": _nlls_fit(problem, "lm", ftol=0.0, xtol=0.0, gtol=0.0),
+        "optax Adam lr=1e-3": _nlls_fit(problem, "adam", learning_rate=1e-3),
+        "optax Adam lr=1e-2": _nlls_fit(problem, "adam", learning_rate=1e-2),
+        "optax L-BFGS": _nlls_fit(problem, "lbfgs", gtol=0.0),
+        "optimistix LM": _optimistix(problem),
+        "jaxopt LM (CG)": _jaxopt(problem),
+    }
+
+
+def _timed(run: Callable, budget: int, start) -> float:
+    run(budget, start)  # warm-up: compiles a new static budget, and touches the caches
+    tic = time.perf_counter()
+    run(budget, start)
+    return time.perf_counter() - tic
+
+
+def search(run: Callable, mse: Callable, target: float, cap_s: float, first: int, start):
+    """Budgets doubling from ``first`` until the target MSE is reached or a run exceeds ``cap_s``,
+    then bisected; returns every run as (budget, seconds, mse) and the first budget that reached it."""
+    runs = {}
+
+    def attempt(budget: int):
+        seconds = _timed(run, budget, start)
+        runs[budget] = (seconds, mse(run(budget, start)))
+        return runs[budget]
+
+    budget, below = first, 0
+    while True:
+        seconds, value = attempt(budget)
+        if value <= target:
+            break
+        if seconds > cap_s:
+            return runs, None
+        below, budget = budget, budget * 2
+    above = budget
+    for _ in range(BISECTIONS):
+        if above - below <= 1:
+            break
+        middle = (above + below) // 2
+        if attempt(middle)[1] <= target:
+            above = middle
+        else:
+            below = middle
+    return runs, above
+
+
+def run(verbose: bool = True) -> dict:
+    """Every method on every problem; see the module docstring for the protocol."""
+    results = []
+    for problem in PROBLEMS:
+        x, y = problem.data()
+        mse_jit = jax.jit(lambda flat, problem=problem: jnp.mean(problem.residual(flat, x, y) ** 2))
+        mse = lambda flat, f=mse_jit: float(f(jnp.asarray(flat)))  # noqa: E731
+        start = problem.init()
+        if verbose:
+            print(
+                f"  {problem.name}: {problem.n_params} parameters, {problem.points} points, "
+                f"target MSE {problem.target_mse:g}",
+                flush=True,
+            )
+        rows = []
+        for label, runner in methods(problem).items():
+            try:
+                runs, reached = search(
+                    runner, mse, problem.target_mse, problem.time_cap_s, problem.first_budget, start
+                )
+            except Exception as error:  # noqa: BLE001 - a benchmark records failures
+                message = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+                rows.append({"method": label, "error": message, "runs": []})
+                print(f"    {label}: raised {message}", flush=True)
+                continue
+            row = {
+                "method": label,
+                "runs": sorted((b, s, m) for b, (s, m) in runs.items()),
+                "budget_to_target": reached,
+                "time_to_target_s": runs[reached][0] if reached else math.nan,
+                "best_mse": min(m for _, m in runs.values()),
+            }
+            rows.append(row)
+            if verbose:
+                got = (
+                    f"target in {row['time_to_target_s']:.3f} s ({reached} steps)"
+                    if reached
+                    else f"target not reached (best MSE {row['best_mse']:.3g})"
+                )
+                print(f"    {label:22s} {got}", flush=True)
+        reference = rows[0]
+        equal_time = reference.get("time_to_target_s", math.nan)
+        for row in rows:
+            within = [(b, s, m) for b, s, m in row["runs"] if s <= equal_time]
+            row["mse_in_equal_time"] = min((m for _, _, m in within), default=math.nan)
+            row["time_ratio"] = (
+                row["time_to_target_s"] / equal_time
+                if row.get("time_to_target_s") and math.isfinite(equal_time)
+                else math.nan
+            )
+        results.append(
+            {
+                "problem": problem.name,
+                "layers": list(problem.layers),
+                "n_params": problem.n_params,
+                "points": problem.points,
+                "target_mse": problem.target_mse,
+                "time_cap_s": problem.time_cap_s,
+                "initial_mse": mse(start),
+                "equal_time_s": equal_time,
+                "rows": rows,
+            }
+        )
+    return {"problems": results, "bisections": BISECTIONS}
