@@ -228,13 +228,17 @@ def search(run: Callable, mse: Callable, target: float, cap_s: float, first: int
     return runs, above
 
 
+def _mse_function(problem: MLPProblem) -> Callable:
+    x, y = problem.data()
+    compiled = jax.jit(lambda flat: jnp.mean(problem.residual(flat, x, y) ** 2))
+    return lambda flat: float(compiled(jnp.asarray(flat)))
+
+
 def run(verbose: bool = True) -> dict:
     """Every method on every problem; see the module docstring for the protocol."""
     results = []
     for problem in PROBLEMS:
-        x, y = problem.data()
-        mse_jit = jax.jit(lambda flat, problem=problem: jnp.mean(problem.residual(flat, x, y) ** 2))
-        mse = lambda flat, f=mse_jit: float(f(jnp.asarray(flat)))  # noqa: E731
+        mse = _mse_function(problem)
         start = problem.init()
         if verbose:
             print(

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         "--lbfgs-steps", type=int, default=1000, help="L-BFGS steps after Adam (default 1000)"
     )
     demo.add_argument(
-        "--learning-rate", type=float, default=1e-2, help="Adam's learning rate (default 1e-2)"
+        "--learning-rate", type=float, default=3e-2, help="Adam's learning rate (default 3e-2)"
     )
     demo.add_argument(
         "--output", default="nlls-demo.png", help="figure to write (default nlls-demo.png)"

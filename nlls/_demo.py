@@ -216,7 +216,7 @@ def run_demo(
     lm_steps: int = 200,
     adam_steps: int = 5000,
     lbfgs_steps: int = 1000,
-    learning_rate: float = 1e-2,
+    learning_rate: float = 3e-2,
     output: str | None = "nlls-demo.png",
 ) -> dict[str, Run]:
     """Train by each recipe in ``methods``, print the table, draw the figure to ``output``.

@@ -45,17 +45,17 @@ solver move through parameter values whose single trajectory would be useless. T
 
 An example (``tests/test_ode.py``): Lotka–Volterra, ``dx = αx − βxy``, ``dy = −δy + γxy`` with
 ``(α, β, δ, γ) = (1.5, 1, 3, 1)``, ``u(0) = (1, 1)``, observed without noise at 21 times over
-``t ∈ [0, 10]`` (about two periods). Levenberg–Marquardt, forward mode:
+``t ∈ [0, 10]`` (three periods of about 3.3). Levenberg–Marquardt, forward mode:
 
-=====================  ====================================  ==================================
-start ``(α, β, δ, γ)``  single shooting                       six segments
-=====================  ====================================  ==================================
-``(1, 1, 1, 1)``       local minimum after 19 steps: cost    exact fit in 10 steps (relative
-                       55.7 at (3.17, 2.05, 0.35, 0.18)      error 6e-9, continuity < 1e-8)
-``(0, 0, 0, 0)``       still at cost 56.9 after 500 steps,   exact fit in 11 steps
-                       δ and γ negative
-``0.7 × true``         the same local minimum, cost 55.7     exact fit in 6 steps
-=====================  ====================================  ==================================
+======================  ===================================  =================================
+start ``(α, β, δ, γ)``  single shooting                      six segments
+======================  ===================================  =================================
+``(1, 1, 1, 1)``        local minimum after 19 steps: cost   exact fit in 10 steps (relative
+                        55.7 at (3.17, 2.05, 0.35, 0.18)     error 6e-9, continuity < 1e-8)
+``(0, 0, 0, 0)``        no convergence in 1000 steps: cost   exact fit in 11 steps
+                        56.7 at (3.88, 2.35, −0.85, −0.26)
+``0.7 × true``          the local minimum of the first row   exact fit in 6 steps
+======================  ===================================  =================================
 
 Over ``t ∈ [0, 2]`` (the usual reference problem) single shooting from zero is fine (18 steps).
 
@@ -86,7 +86,10 @@ traced. An explicit mismatch (``jac="fwd"`` with ``RecursiveCheckpointAdjoint``)
 up front; left to JAX it would surface mid-trace as "can't apply forward-mode autodiff (jvp) to a
 custom_vjp function" or "Reverse-mode differentiation does not work for lax.while_loop". The
 first-order methods (``"adam"``, ``"sgd"``, ``"lbfgs"``) need gradients, so they always run in
-reverse mode.
+reverse mode. Geodesic acceleration (``nlls.LevenbergMarquardt(geodesic=True)``) takes a second
+directional derivative by nested JVPs, so it needs forward mode through the solve even when the
+Jacobian is built in reverse mode: ``fit`` then picks ``DirectAdjoint`` (``second_order=True`` in
+``shooting_residual``).
 
 Failed solves
 -------------
@@ -151,7 +154,7 @@ class _Dynamics(eqx.Module):
         if self.physics is not None:
             du = du + self.physics(t, u)
         # A float64 constant in a float32 model (under x64) would promote the state; keep its dtype.
-        return du.astype(u.dtype)
+        return jnp.asarray(du).astype(u.dtype)
 
 
 class _Integrator(eqx.Module):
@@ -275,9 +278,10 @@ def shooting_residual(
     adjoint: str | dfx.AbstractAdjoint = "auto",
     mode: str = "auto",
     weights=None,
+    second_order: bool = False,
 ) -> tuple[ShootingResidual, dict, tuple]:
     """The shooting residual of an ODE fit, its starting parameters and its data arguments, for
-    ``nlls.least_squares`` or a first-order method (``nlls.fitting.minimise``).
+    ``nlls.least_squares`` or a first-order method (``nlls.baselines``, with ``mode="rev"``).
 
     Args:
         field: the model of the vector field: an equinox module (its inexact arrays are the
@@ -301,19 +305,28 @@ def shooting_residual(
             which AD mode.
         mode: the AD mode the residual will be differentiated in: ``"fwd"``, ``"rev"`` or
             ``"auto"`` (decided from the adjoint and the shapes, as in the module docstring).
-        weights: ``(T, d)`` or broadcastable non-negative weights of the data residuals.
+        weights: ``(T, d)`` or broadcastable non-negative weights that multiply the data
+            residuals (``1/σ`` for measurement noise ``σ``).
+        second_order: the residual will also be differentiated twice in forward mode (geodesic
+            acceleration, ``nlls.LevenbergMarquardt(geodesic=True)``), so the adjoint must support
+            forward mode whatever the Jacobian's mode: ``adjoint="auto"`` then gives
+            ``DirectAdjoint`` in reverse mode, and an adjoint without forward mode is refused.
 
     Returns:
         ``(residual, params0, args)``: ``residual(params, *args)`` returns ``{"data": (T, d)}``
         plus, with ``K > 1``, ``{"continuity": (K − 1, d)}``; ``params0 = {"field": …}`` with
         ``"y0": (d,)`` when ``fit_y0`` and ``"starts": (K − 1, d)`` (the initial states of
-        segments 2…K) when ``K > 1``; ``residual.mode`` is the AD mode chosen, to pass as
-        ``least_squares(..., jac=residual.mode)``, and ``residual.adjoint`` the diffrax adjoint.
+        segments 2…K) when ``K > 1``; ``args = (ts, ys, weights, continuity_weight, y0)`` as
+        arrays of the parameters' dtype (``y0`` is ``None`` when ``fit_y0``); ``residual.mode`` is
+        the AD mode chosen, to pass as ``least_squares(..., jac=residual.mode)``, and
+        ``residual.adjoint`` the diffrax adjoint.
 
     Raises:
         ValueError: bad data (times not strictly increasing, shapes, non-finite values), a field
             whose output is not a state, ``segments`` out of range, an adjoint that does not
             support the AD mode asked for.
+        TypeError: a field that is neither an equinox module nor ``(fn, params)``; a solver or
+            adjoint that is not diffrax's.
 
     Example:
         >>> import jax.numpy as jnp, nlls, nlls.ode
@@ -331,7 +344,9 @@ def shooting_residual(
         field, ts, ys, y0=y0, fit_y0=fit_y0, segments=segments, weights=weights
     )
     problem.check_field(physics, autonomous)
-    mode, adjoint = _resolve_mode(mode, adjoint, problem.n_params, problem.n_residuals)
+    mode, adjoint = _resolve_mode(
+        mode, adjoint, problem.n_params, problem.n_residuals, second_order
+    )
     continuity_weight = _check_positive(continuity_weight, "continuity_weight")
     residual = ShootingResidual(
         integrator=_Integrator(
@@ -447,6 +462,7 @@ def fit(
         adjoint=adjoint,
         mode=jac,
         weights=weights,
+        second_order=bool(getattr(method, "geodesic", False)),
     )
     options = dict(solver_options)
     if callbacks:
@@ -477,7 +493,8 @@ def solve(
     """Integrate ``du/dt = physics(t, u) + field(…)`` from ``u(ts[0]) = y0`` and return ``u(ts)``,
     shape ``(T, d)``: predictions and plots of a fitted field (``FitResult.model``). ``field`` and
     the options are as in ``shooting_residual``. A failed solve raises (diffrax's error, e.g. the
-    maximum number of steps reached) instead of returning NaN.
+    maximum number of steps reached) instead of returning NaN. The inputs are checked on the host,
+    so ``solve`` is not for use inside ``jax.jit``.
 
     Example:
         >>> import jax.numpy as jnp, nlls.ode
@@ -519,11 +536,11 @@ class _Problem:
         self.ts = jnp.asarray(ts, self.dtype)
         self.ys = None if ys is None else jnp.asarray(ys, self.dtype)
         self.y0 = jnp.asarray(y0 if y0 is not None else ys[0], self.dtype)
-        self.weights = weights
+        self.weights = None if ys is None else _check_weights(weights, ys.shape, self.dtype)
 
     @classmethod
     def build(cls, field, ts, ys, *, y0, fit_y0, segments, weights):
-        ts = _check_times(ts, ys)
+        ts = _check_times(ts)
         count = ts.shape[0]
         if ys is not None:
             ys = _check_observations(ys, count)
@@ -537,10 +554,7 @@ class _Problem:
             if not np.all(np.isfinite(y0)):
                 raise ValueError("y0 is not finite")
         segments = _check_segments(segments, count)
-        problem = cls(field, ts, ys, y0, fit_y0, segments, weights)
-        if ys is not None:
-            problem.weights = _check_weights(weights, ys.shape, problem.dtype)
-        return problem
+        return cls(field, ts, ys, y0, fit_y0, segments, weights)
 
     @property
     def state_size(self) -> int:
@@ -624,7 +638,7 @@ def _params_dtype(field_params, data):
     return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
 
 
-def _check_times(ts, ys):
+def _check_times(ts):
     ts = np.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-d array of at least 2 times, got shape {ts.shape}")
@@ -762,7 +776,7 @@ _FIX = {
 }
 
 
-def _resolve_mode(mode, adjoint, n, m) -> tuple[str, dfx.AbstractAdjoint]:
+def _resolve_mode(mode, adjoint, n, m, second_order=False) -> tuple[str, dfx.AbstractAdjoint]:
     """The AD mode and the adjoint, checked against each other before anything is traced."""
     if mode not in _MODES:
         raise ValueError(
@@ -784,6 +798,15 @@ def _resolve_mode(mode, adjoint, n, m) -> tuple[str, dfx.AbstractAdjoint]:
             f"diffeqsolve, which jac={mode!r} needs: pass adjoint='auto' or {_FIX[mode]}, or "
             f"jac={supported[0]!r}"
         )
+    if second_order and "fwd" not in supported:
+        raise ValueError(
+            f"geodesic acceleration differentiates the residual twice in forward mode, which "
+            f"{type(adjoint).__name__} does not support: pass adjoint='auto' or "
+            "diffrax.DirectAdjoint() (forward and reverse) or diffrax.ForwardMode()"
+        )
     if isinstance(adjoint, str):
-        adjoint = dfx.ForwardMode() if mode == "fwd" else dfx.RecursiveCheckpointAdjoint()
+        if mode == "fwd":
+            adjoint = dfx.ForwardMode()
+        else:
+            adjoint = dfx.DirectAdjoint() if second_order else dfx.RecursiveCheckpointAdjoint()
     return mode, adjoint

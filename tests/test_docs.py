@@ -7,6 +7,7 @@ import pytest
 import nlls.baselines
 import nlls.callbacks
 import nlls.fitting
+import nlls.ode
 import nlls.solve
 import nlls.solvers.levenberg_marquardt
 
@@ -19,6 +20,7 @@ import nlls.solvers.levenberg_marquardt
         nlls.callbacks,
         nlls.fitting,
         nlls.baselines,
+        nlls.ode,
     ],
     ids=str,
 )

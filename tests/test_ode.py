@@ -96,7 +96,7 @@ def test_auto_mode_follows_the_shape_and_the_adjoint(short):
 
 
 def test_multiple_shooting_recovers_where_single_shooting_fails(long):
-    """Lotka–Volterra over t ∈ [0, 10] (21 points, every 0.5; about two periods), all four
+    """Lotka–Volterra over t ∈ [0, 10] (21 points, every 0.5; three periods of about 3.3), all four
     parameters started at 1. Observed: single shooting with LM stops (ftol, 19 steps) at a local
     minimum, cost 55.7 with (α, β, δ, γ) ≈ (3.17, 2.05, 0.35, 0.18); six segments (of 3, 4, 3, 3,
     4, 3 intervals: padded) recover (1.5, 1, 3, 1) to 6e-9 relative in 10 steps, with continuity
@@ -224,6 +224,14 @@ def test_mismatched_adjoint_and_mode_are_refused(short):
         nlls.ode.fit(lv, ts, ys, adjoint=diffrax.Tsit5())
     with pytest.raises(ValueError, match="'auto', 'fwd', 'rev'"):
         nlls.ode.fit(lv, ts, ys, jac=lambda p, *a: None)
+    # Geodesic acceleration needs forward mode through the solve even with a reverse Jacobian.
+    geodesic = nlls.LevenbergMarquardt(geodesic=True)
+    with pytest.raises(ValueError, match="geodesic acceleration .* RecursiveCheckpointAdjoint"):
+        nlls.ode.fit(
+            lv, ts, ys, jac="rev", adjoint=diffrax.RecursiveCheckpointAdjoint(), method=geodesic
+        )
+    residual, _, _ = nlls.ode.shooting_residual(lv, ts, ys, mode="rev", second_order=True)
+    assert isinstance(residual.adjoint, diffrax.DirectAdjoint)
 
 
 def test_bad_data_is_refused(short):
