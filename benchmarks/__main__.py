@@ -1,6 +1,6 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all four by default: nist, minpack, mlp, callbacks), prints progress
+Runs the suites asked for (all five by default: nist, minpack, mlp, training, callbacks), prints progress
 and the markdown report, saves each suite's raw results to ``bench-out/<suite>.json`` and writes
 ``BENCHMARKS.md`` at the repository root from every suite result found in ``bench-out/`` (so the
 suites can be run one at a time and the report still covers all of them).
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for `tests.problems`
 
-from benchmarks import callbacks, minpack, mlp, nist, report  # noqa: E402
+from benchmarks import callbacks, minpack, mlp, nist, report, training  # noqa: E402
 
 DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5}
 QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1}
@@ -81,6 +81,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = nist.run(repeats=repeats_for(suite, args), verbose=verbose)
     elif suite == "minpack":
         result = minpack.run(verbose=verbose)
+    elif suite == "training":
+        result = training.run(verbose=verbose)
     elif suite == "callbacks":
         result = callbacks.run(repeats=repeats_for(suite, args), verbose=verbose)
     else:
