@@ -274,6 +274,8 @@ def table(runs: dict[str, Run], data: Data) -> str:
         lines.append(
             f"{name:12s} {run.mse[-1]:10.3e} {val:10.3e} {run.steps:6d} {run.times[-1]:9.2f} "
             f"{run.compile_s:11.1f} {reach:19.3f}"
+            if math.isfinite(reach)
+            else f"{run.compile_s:11.1f} {'never':>19s}"
         )
     if first_order and "lm" in runs:
         best = min(first_order, key=lambda run: run.mse[-1])
@@ -303,8 +305,10 @@ def draw(runs: dict[str, Run], data: Data, output: str) -> Path | None:
     except ImportError:
         return None
     figure, (losses, paths) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    for name, run in runs.items():
-        line = losses.plot(run.times, run.mse, label=f"{name} (train)")[0]
+    colour_of = dict(zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    # Adam → L-BFGS continues the Adam run: drawn first, so that Adam's own curve shows on top.
+    for name, run in sorted(runs.items(), key=lambda item: item[0] != "adam+lbfgs"):
+        line = losses.plot(run.times, run.mse, color=colour_of[name], label=f"{name} (train)")[0]
         seen = np.isfinite(run.val_mse)
         losses.plot(
             np.asarray(run.times)[seen],

@@ -83,6 +83,27 @@ def test_demo_trains_the_neural_ode_with_lm(capsys, tmp_path):
     assert figure.stat().st_size > 0
 
 
+def test_readme_training_example_runs():
+    """The README's ``nlls.fit`` block trains the MLP to a small validation error, and Adam on the
+    same residual ends far above LM."""
+    import re
+    from pathlib import Path
+
+    import jax
+    import jax.numpy as jnp
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "nlls.fit(" in b)
+    namespace: dict = {}
+    exec(block, namespace)
+    result, adam = namespace["result"], namespace["adam"]
+    assert result.solution.stats.linear == "min_norm"
+    val_mse = result.history.as_dict()["val_mse"]
+    assert val_mse[-1] < 1e-6 < val_mse[0]
+    mse = lambda fitted: float(jnp.mean((jax.vmap(fitted)(namespace["x"]) - namespace["y"]) ** 2))  # noqa: E731
+    assert mse(result.model) < 1e-3 * mse(adam.model)
+
+
 @pytest.mark.slow
 def test_demo_runs_every_recipe(capsys, tmp_path):
     """All three recipes, shortened; the table names the target and LM's time to it."""
