@@ -182,3 +182,20 @@ def test_bad_validation_data_and_models_are_refused():
         nlls.fit(lambda xi: xi, x, y)
     with pytest.raises(ValueError, match="calling the model on one sample"):
         nlls.fit((lambda p, xi: p["a"] @ xi, {"a": jnp.ones((3, 3))}), x, y)
+
+
+@pytest.mark.parametrize("method", ["adam", "lbfgs"])
+def test_first_order_methods_train_the_same_residual(method):
+    """The baselines through ``fit``: same residual (their cost is ½‖r‖² of the fitted model),
+    a History, and the model returned in the kind it was given."""
+    x = jnp.linspace(-1.0, 1.0, 30)[:, None]
+    y = jnp.sin(2.0 * x)
+    options = {"learning_rate": 1e-2} if method == "adam" else {}
+    result = nlls.fit(_mlp(), x, y, method=method, max_steps=200, callback_every=50, **options)
+    assert isinstance(result.model, eqx.nn.MLP)
+    assert result.solution.stats.linear == "none"
+    data = result.history.as_dict()
+    assert list(data["step"]) == [0, 50, 100, 150, 200]
+    assert data["cost"][-1] < 0.1 * data["cost"][0]
+    cost = 0.5 * float(jnp.sum((jax.vmap(result.model)(x) - y) ** 2))
+    assert float(result.solution.cost) == pytest.approx(cost, rel=1e-10)
