@@ -173,6 +173,7 @@ def fit(
     params0, frozen = eqx.partition(module, trainable)
     dtype = _trainable_dtype(params0)
     x, y, weights = _check_data(module, x, y, weights, dtype, "")
+    outputs = int(np.prod(y.shape[1:]))  # per sample: the model's output size, as checked
     validation = None
     if val is not None:
         if not (isinstance(val, tuple | list) and len(val) == 2):
@@ -187,7 +188,7 @@ def fit(
     if callbacks:
         options.update(callbacks=callbacks, callback_every=callback_every)
     if jac == "per_sample":
-        jac = _per_sample_jacobian(module, x, params0)
+        jac = _per_sample_jacobian(outputs, params0)
     solution = minimise(method, _residual, params0, (frozen, x, y, weights), jac=jac, **options)
     fitted = eqx.combine(solution.params, frozen)
     result_model = fitted
@@ -234,11 +235,9 @@ def _per_sample_jacobian_fwd(params, frozen, x, y, weights):
     return _jacobian_per_sample(jax.jacfwd, params, frozen, x, y, weights)
 
 
-def _per_sample_jacobian(module, x, params0):
+def _per_sample_jacobian(outputs: int, params0):
     """Reverse mode per sample when a sample has fewer outputs than there are parameters
     (``k < n``: k VJPs per sample), forward mode otherwise (n JVPs per sample)."""
-    sample = jax.tree_util.tree_map(lambda leaf: leaf[0], x)
-    outputs = int(np.prod(jax.eval_shape(module, sample).shape))
     n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(params0))
     return _per_sample_jacobian_rev if outputs < n else _per_sample_jacobian_fwd
 
