@@ -271,11 +271,10 @@ def table(runs: dict[str, Run], data: Data) -> str:
     for name, run in runs.items():
         val = float(jnp.mean((predict(run.model, data.ts_val, data) - data.ys_val) ** 2))
         reach = run.time_to(target)
+        reached = f"{reach:19.3f}" if math.isfinite(reach) else f"{'never':>19s}"
         lines.append(
             f"{name:12s} {run.mse[-1]:10.3e} {val:10.3e} {run.steps:6d} {run.times[-1]:9.2f} "
-            f"{run.compile_s:11.1f} {reach:19.3f}"
-            if math.isfinite(reach)
-            else f"{run.compile_s:11.1f} {'never':>19s}"
+            f"{run.compile_s:11.1f} {reached}"
         )
     if first_order and "lm" in runs:
         best = min(first_order, key=lambda run: run.mse[-1])
