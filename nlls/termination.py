@@ -77,8 +77,9 @@ _MESSAGES = {
     ),
     Status.NONFINITE_START: "the parameters, residual or Jacobian at the start are not finite",
     Status.NONFINITE_TRIALS: (
-        "every trial step, shrunk down to the xtol scale, met a non-finite residual or Jacobian: "
-        "the solve stopped at the last finite point, which need not be a minimum"
+        "trial steps met a non-finite residual or Jacobian (least squares: every trial, shrunk "
+        "down to the xtol scale; a first-order baseline: its last update): the solve stopped at "
+        "the last finite point, which need not be a minimum"
     ),
     Status.CALLBACK: "callback: a callback asked the solve to stop",
     Status.TIME_LIMIT: "time limit: max_time seconds passed before a tolerance was met",
