@@ -239,6 +239,10 @@ def headline(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _lm_reached(problem: dict) -> bool:
+    return math.isfinite(problem["rows"][0].get("time_to_target_s", math.nan))
+
+
 def _training_headline(result: dict) -> list[str]:
     lines = []
     demo = result.get("demo")
@@ -267,10 +271,23 @@ def _training_headline(result: dict) -> list[str]:
             )
             for row in rows[1:]
         )
+        if _lm_reached(problem):
+            lines.append(
+                f"- {problem['problem']} ({problem['n_params']} parameters, {problem['points']} "
+                f"points): nlls LM reaches MSE {problem['target_mse']:g} in "
+                f"{seconds(lm.get('time_to_target_s'))}; others (time, peer / nlls): {others}."
+            )
+            continue
+        reached = ", ".join(
+            f"{row['method']} in {seconds(row['time_to_target_s'])}"
+            for row in rows[1:]
+            if math.isfinite(row.get("time_to_target_s", math.nan))
+        )
         lines.append(
             f"- {problem['problem']} ({problem['n_params']} parameters, {problem['points']} points): "
-            f"nlls LM reaches MSE {problem['target_mse']:g} in {seconds(lm.get('time_to_target_s'))};"
-            f" others (time, peer / nlls): {others}."
+            f"nlls LM does not reach MSE {problem['target_mse']:g} before a run exceeds the "
+            f"{seconds(problem['time_cap_s'])} cap (best {lm['best_mse']:.3g}, in a run of "
+            f"{seconds(problem['equal_time_s'])}); reached by: {reached or 'none'}."
         )
     return lines
 
@@ -731,7 +748,12 @@ def training_section(result: dict) -> str:
             f"{problem['points']} points, target MSE {problem['target_mse']:g}",
             "",
             f"Initial MSE {problem['initial_mse']:.3g}; time cap per run {problem['time_cap_s']:g} s;"
-            f" equal time = nlls LM's time to target, {seconds(problem['equal_time_s'])}.",
+            + (
+                f" equal time = nlls LM's time to target, {seconds(problem['equal_time_s'])}."
+                if _lm_reached(problem)
+                else " nlls LM did not reach the target within the cap, so *equal time* is its "
+                f"longest run, {seconds(problem['equal_time_s'])}, and no time ratio is given."
+            ),
             "",
             table(
                 [

@@ -15,8 +15,9 @@ Protocol (the same for every method, so that no method pays for another's way of
 
 - every run is a fresh fit from the same start with a budget of ``b`` steps (accepted steps for
   nlls, iterations for the peers, optimiser updates for Adam and L-BFGS) and no callbacks, timed
-  after a warm-up call with the same budget (so compilation is excluded, also for peers whose step
-  limit is static and compiles anew);
+  after a warm-up call that compiles its program (a call with the same budget for the peers, whose
+  step limit is static and compiles anew; a one-step call for nlls and the optax baselines, which
+  take the budget as data), so compilation is excluded for every method;
 - the budget doubles from a small start until the final MSE is at or below the target, or a run takes
   longer than the method's time cap; the last bracket is then bisected three times;
 - *time to target* is the wall time of the smallest budget found that reaches the target;
@@ -376,15 +377,16 @@ def run(verbose: bool = True) -> dict:
                 )
                 print(f"    {label:22s} {got}", flush=True)
         reference = rows[0]
+        lm_reached = math.isfinite(reference.get("time_to_target_s", math.nan))
         equal_time = reference.get("time_to_target_s", math.nan)
-        if not math.isfinite(equal_time):  # LM did not reach the target: its longest run
+        if not lm_reached:  # LM did not reach the target: its longest run
             equal_time = max((s for _, s, _ in reference["runs"]), default=math.nan)
         for row in rows:
-            within = [(b, s, m) for b, s, m in row["runs"] if s <= equal_time]
+            within = [(b, s, m) for b, s, m in row.get("runs", []) if s <= equal_time]
             row["mse_in_equal_time"] = min((m for _, _, m in within), default=math.nan)
             row["time_ratio"] = (
                 row["time_to_target_s"] / equal_time
-                if row.get("time_to_target_s") and math.isfinite(equal_time)
+                if lm_reached and math.isfinite(row.get("time_to_target_s", math.nan))
                 else math.nan
             )
         results.append(
@@ -397,6 +399,7 @@ def run(verbose: bool = True) -> dict:
                 "time_cap_s": problem.time_cap_s,
                 "initial_mse": mse(start),
                 "equal_time_s": equal_time,
+                "lm_reached": lm_reached,
                 "rows": rows,
             }
         )
