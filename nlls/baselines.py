@@ -66,9 +66,9 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
 from .callbacks import Checkpoint, StepInfo
-from .driver import drive
+from .driver import run_plan
 from .loop import LoopState
-from .problem import FlatProblem, raise_non_finite_start
+from .problem import FlatProblem
 from .result import Solution, Stats
 from .solve import _as_array, _check_callbacks, _check_params, _check_residual, _signature
 from .solve import _unraveler as _residual_unraveler
@@ -323,30 +323,15 @@ def _minimise(
     # no recompilation when they change).
     hyper = {name: jnp.asarray(value, plan.dtype) for name, value in hyper.items()}
     dynamic = (dynamic_args, hyper)
-    if callbacks or max_time is not None:
-        if any(
-            isinstance(leaf, jax.core.Tracer)
-            for leaf in jax.tree_util.tree_leaves((params0, dynamic_args))
-        ):
-            raise ValueError(
-                "callbacks and max_time run the optimiser from Python between compiled "
-                "segments; they cannot be used inside jax.jit or jax.vmap"
-            )
-        return drive(
-            plan,
-            params0,
-            dynamic,
-            max_steps=int(max_steps),
-            callbacks=callbacks,
-            callback_every=callback_every,
-            max_time=max_time,
-            resume=None,
-        )
-    solution = plan.solve(params0, dynamic, np.int32(max_steps))
-    if not isinstance(solution.status, jax.core.Tracer):
-        if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
-            raise_non_finite_start(params0)
-    return solution
+    return run_plan(
+        plan,
+        params0,
+        dynamic,
+        max_steps=max_steps,
+        callbacks=callbacks,
+        callback_every=callback_every,
+        max_time=max_time,
+    )
 
 
 @functools.lru_cache(maxsize=128)

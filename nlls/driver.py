@@ -33,6 +33,46 @@ from .result import Solution
 from .termination import Status
 
 
+def run_plan(
+    plan,
+    params0,
+    dynamic,
+    *,
+    max_steps: int,
+    callbacks: tuple,
+    callback_every: int,
+    max_time: float | None,
+    resume=None,
+) -> Solution:
+    """Run a plan: through ``drive`` when there are callbacks, a time limit or a checkpoint to
+    resume; otherwise as its one compiled ``solve`` program (which works under ``jit``/``vmap``,
+    where a non-finite start stays a reported status instead of an error)."""
+    if callbacks or max_time is not None or resume is not None:
+        if any(
+            isinstance(leaf, jax.core.Tracer)
+            for leaf in jax.tree_util.tree_leaves((params0, dynamic))
+        ):
+            raise ValueError(
+                "callbacks, max_time and resume run the loop from Python between compiled "
+                "segments; they cannot be used inside jax.jit or jax.vmap"
+            )
+        return drive(
+            plan,
+            params0,
+            dynamic,
+            max_steps=int(max_steps),
+            callbacks=callbacks,
+            callback_every=callback_every,
+            max_time=max_time,
+            resume=resume,
+        )
+    solution = plan.solve(params0, dynamic, np.int32(max_steps))
+    if not isinstance(solution.status, jax.core.Tracer):
+        if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
+            raise_non_finite_start(params0)
+    return solution
+
+
 def drive(
     plan,
     params0,

@@ -15,14 +15,14 @@ from jax.flatten_util import ravel_pytree
 
 from . import loop
 from .callbacks import StepInfo
-from .driver import drive
+from .driver import run_plan
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, choose_path
-from .problem import FlatProblem, describe_leaves, raise_non_finite_start
+from .problem import FlatProblem, describe_leaves
 from .result import Solution, Stats
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
 from .solvers.base import point_at
-from .termination import Status, Tolerances, succeeded
+from .termination import Tolerances, succeeded
 
 METHODS = {"lm": LevenbergMarquardt, "gn": GaussNewton, "dogleg": Dogleg}
 
@@ -122,30 +122,16 @@ def least_squares(
         plan = _Plan(key)
     plan.check(params0, dynamic)
     callbacks = _check_callbacks(callbacks, callback_every, max_time)
-    if callbacks or max_time is not None or resume is not None:
-        if any(
-            isinstance(leaf, jax.core.Tracer)
-            for leaf in jax.tree_util.tree_leaves((params0, dynamic))
-        ):
-            raise ValueError(
-                "callbacks, max_time and resume run the solve from Python between compiled "
-                "segments; they cannot be used inside jax.jit or jax.vmap"
-            )
-        return drive(
-            plan,
-            params0,
-            dynamic,
-            max_steps=int(max_steps),
-            callbacks=callbacks,
-            callback_every=callback_every,
-            max_time=max_time,
-            resume=resume,
-        )
-    solution = plan.solve(params0, dynamic, np.int32(max_steps))
-    if not isinstance(solution.status, jax.core.Tracer):
-        if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
-            raise_non_finite_start(params0)
-    return solution
+    return run_plan(
+        plan,
+        params0,
+        dynamic,
+        max_steps=max_steps,
+        callbacks=callbacks,
+        callback_every=callback_every,
+        max_time=max_time,
+        resume=resume,
+    )
 
 
 @functools.lru_cache(maxsize=128)
