@@ -147,7 +147,7 @@ def fit(
         >>> y = jnp.sin(2.0 * x)
         >>> model = eqx.nn.MLP(1, 1, width_size=8, depth=1, activation=jnp.tanh,
         ...                    key=jax.random.key(0))
-        >>> result = nlls.fit(model, x, y)
+        >>> result = nlls.fit(model, x, y, max_steps=200)
         >>> mse = float(jnp.mean((jax.vmap(result.model)(x) - y) ** 2))
         >>> bool(mse < 1e-6), result.solution.stats.linear
         (True, 'normal')
