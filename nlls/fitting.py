@@ -281,9 +281,8 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
         raise ValueError(f"{prefix}x and y hold no samples")
     for name, leaf in [*((f"{prefix}x", leaf) for leaf in x_leaves), (f"{prefix}y", y)]:
         _require_finite(name, leaf)
-    sample = jax.tree_util.tree_map(lambda leaf: leaf[0], x)
     try:
-        output = jax.eval_shape(module, sample)
+        output = _output_shape(module, x)
     except Exception as error:  # the user's model failed to trace on one sample: say so
         raise ValueError(f"calling the model on one sample {prefix}x[0] failed: {error}") from error
     if not hasattr(output, "shape") or tuple(output.shape) != tuple(y.shape[1:]):
@@ -305,6 +304,29 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
                 f"weights of shape {weights.shape} do not broadcast to y's shape {y.shape}"
             ) from error
     return x, y, weights
+
+
+_OUTPUT_SHAPES: dict = {}
+
+
+def _output_shape(module, x):
+    """``jax.eval_shape(module, x[0])``, remembered by everything that fixes it (the module's
+    structure, its arrays' shapes and dtypes, its other leaves, the sample's shapes and dtypes), so
+    that repeated fits of one model do not trace it again."""
+    sample = jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), x
+    )
+    leaves, treedef = jax.tree_util.tree_flatten((module, sample))
+    key = (treedef, tuple((l.shape, l.dtype) if hasattr(l, "shape") else l for l in leaves))
+    try:
+        cached = _OUTPUT_SHAPES.get(key)
+    except TypeError:  # an unhashable leaf: no memory
+        return jax.eval_shape(module, sample)
+    if cached is None:
+        if len(_OUTPUT_SHAPES) >= 128:
+            _OUTPUT_SHAPES.clear()
+        cached = _OUTPUT_SHAPES[key] = jax.eval_shape(module, sample)
+    return cached
 
 
 def _cast(leaf, dtype):
