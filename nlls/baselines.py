@@ -66,11 +66,19 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
 from .callbacks import Checkpoint, StepInfo
-from .driver import run_plan
+from .driver import pack_snapshot, run_plan
 from .loop import LoopState
 from .problem import FlatProblem
 from .result import Solution, Stats
-from .solve import _as_array, _check_callbacks, _check_params, _check_residual, _signature
+from .solve import (
+    _as_array,
+    _check_callbacks,
+    _check_params,
+    _check_residual,
+    _signature,
+    assemble_args,
+    split_args,
+)
 from .solve import _unraveler as _residual_unraveler
 from .solvers.base import cost_of
 from .termination import Status, succeeded
@@ -309,10 +317,7 @@ def _minimise(
             "optimiser state. Record a baseline's run with nlls.History instead."
         )
     params0 = jax.tree_util.tree_map(_as_array, params0)
-    leaves, treedef = jax.tree_util.tree_flatten(tuple(args))
-    # As in least_squares: array arguments are traced, anything else is static.
-    dynamic_args = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
-    static = tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves)
+    dynamic_args, static, treedef = split_args(args)  # as in least_squares
     key = (residual, _signature(params0), _signature(dynamic_args), treedef, static, kind)
     try:
         plan = _cached_plan(key)
@@ -384,8 +389,7 @@ class _Plan:
         self.dtype = dtype
 
     def _assemble(self, dynamic_args):
-        leaves = [d if s is None else s for d, s in zip(dynamic_args, self.static, strict=True)]
-        return tuple(jax.tree_util.tree_unflatten(self.args_treedef, leaves))
+        return assemble_args(self.args_treedef, self.static, dynamic_args)
 
     def _setup(self, params0, dynamic):
         dynamic_args, hyper = dynamic
@@ -575,28 +579,8 @@ def _run(kind, problem, m, hyper, state: LoopState, max_steps, pause_at) -> Loop
 
 
 def _snapshot(state: LoopState, unravel):
-    """What a callback sees, as ``nlls.driver`` reads it: the counters as one int32 vector, cost,
-    ‖Jᵀr‖∞, damping and step norm as one float vector, and the parameters."""
-    point = state.point
-    counts = jnp.stack(
-        [
-            state.steps,
-            state.iterations,
-            state.nfev,
-            state.njev,
-            state.status,
-            state.accepted.astype(jnp.int32),
-        ]
-    )
-    values = jnp.stack(
-        [
-            point.cost,
-            jnp.max(jnp.abs(point.grad), initial=0.0),
-            state.method_state.damping.astype(point.cost.dtype),
-            state.step_norm,
-        ]
-    )
-    return counts, values, unravel(point.params)
+    """What a callback sees (``nlls.driver.pack_snapshot``); the damping is the step size."""
+    return pack_snapshot(state, state.method_state.damping, unravel)
 
 
 def _number(name: str, value) -> float:

@@ -195,6 +195,32 @@ def _deleted(state) -> bool:
     )
 
 
+def pack_snapshot(state, damping, unravel):
+    """What a callback sees, computed inside a plan's compiled programs: steps, iterations, nfev,
+    njev, status and accepted as one int32 vector; cost, ‖Jᵀr‖∞, ``damping`` and the step norm as
+    one float vector (two transfers to the host, not ten); and the parameters. ``_info`` reads it."""
+    point = state.point
+    counts = jnp.stack(
+        [
+            state.steps,
+            state.iterations,
+            state.nfev,
+            state.njev,
+            state.status,
+            state.accepted.astype(jnp.int32),
+        ]
+    )
+    values = jnp.stack(
+        [
+            point.cost,
+            jnp.max(jnp.abs(point.grad), initial=0.0),
+            jnp.asarray(damping).astype(point.cost.dtype),
+            state.step_norm,
+        ]
+    )
+    return counts, values, unravel(point.params)
+
+
 def _info(snapshot, started, max_steps, state, signature) -> StepInfo:
     counts, values, params = snapshot
     step, iteration, nfev, njev, status, accepted = np.asarray(counts).tolist()

@@ -245,8 +245,7 @@ def _per_sample_jacobian(outputs: int, params0):
 
 @eqx.filter_jit
 def _mse(params, frozen, x, y):
-    model = eqx.combine(params, frozen)
-    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+    return jnp.mean(_residual(params, frozen, x, y, None) ** 2)
 
 
 def _trainable_dtype(params0):

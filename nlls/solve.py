@@ -15,7 +15,7 @@ from jax.flatten_util import ravel_pytree
 
 from . import loop
 from .callbacks import StepInfo
-from .driver import run_plan
+from .driver import pack_snapshot, run_plan
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, choose_path
 from .problem import FlatProblem, describe_leaves
@@ -98,11 +98,7 @@ def least_squares(
         2.0000 1.5000
     """
     params0 = jax.tree_util.tree_map(_as_array, params0)
-    leaves, treedef = jax.tree_util.tree_flatten(tuple(args))
-    # As equinox's filter_jit: arrays are traced, anything else (Python numbers, strings,
-    # functions) is static, part of the compiled program and of the cache key.
-    dynamic = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
-    static = tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves)
+    dynamic, static, treedef = split_args(args)
     key = (
         residual,
         _signature(params0),
@@ -132,6 +128,22 @@ def least_squares(
         max_time=max_time,
         resume=resume,
     )
+
+
+def split_args(args) -> tuple[list, tuple, Any]:
+    """``(dynamic, static, treedef)`` of the leaves of ``args``. As equinox's ``filter_jit``: arrays
+    are traced (``dynamic``, ``None`` in their place in ``static``); anything else (Python numbers,
+    strings, functions) is static, part of the compiled program and of the cache key."""
+    leaves, treedef = jax.tree_util.tree_flatten(tuple(args))
+    dynamic = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
+    static = tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves)
+    return dynamic, static, treedef
+
+
+def assemble_args(treedef, static: tuple, dynamic: list) -> tuple:
+    """The inverse of ``split_args``."""
+    leaves = [d if s is None else s for d, s in zip(dynamic, static, strict=True)]
+    return tuple(jax.tree_util.tree_unflatten(treedef, leaves))
 
 
 @functools.lru_cache(maxsize=128)
@@ -204,8 +216,7 @@ class _Plan:
         return self.checked["signature"]
 
     def assemble(self, dynamic):
-        leaves = [d if s is None else s for d, s in zip(dynamic, self.static, strict=True)]
-        return jax.tree_util.tree_unflatten(self.args_treedef, leaves)
+        return assemble_args(self.args_treedef, self.static, dynamic)
 
     def _setup(self, params0, dynamic):
         args = self.assemble(dynamic)
@@ -248,29 +259,7 @@ class _Plan:
         return self._snapshot(state, ravel_pytree(params0)[1])
 
     def _snapshot(self, state: loop.LoopState, unravel):
-        """What a callback sees: steps, iterations, nfev, njev, status and accepted as one int32
-        vector; cost, ‖g‖∞, damping and step norm as one float vector (two transfers to the host,
-        not ten); and the parameters."""
-        point = state.point
-        counts = jnp.stack(
-            [
-                state.steps,
-                state.iterations,
-                state.nfev,
-                state.njev,
-                state.status,
-                state.accepted.astype(jnp.int32),
-            ]
-        )
-        values = jnp.stack(
-            [
-                point.cost,
-                jnp.max(jnp.abs(point.grad), initial=0.0),
-                self.solver.damping_value(state.method_state).astype(point.cost.dtype),
-                state.step_norm,
-            ]
-        )
-        return counts, values, unravel(point.params)
+        return pack_snapshot(state, self.solver.damping_value(state.method_state), unravel)
 
     def _solution(self, state: loop.LoopState, point, params0, args, unravel) -> Solution:
         unravel_residual = _unraveler(eqx.filter_eval_shape(self.residual, params0, *args))
