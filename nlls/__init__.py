@@ -8,6 +8,7 @@ from . import baselines, ode
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
 from .fitting import FitResult, fit
+from .linear import Krylov
 from .result import Solution, Stats
 from .solve import least_squares
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
@@ -23,6 +24,7 @@ __all__ = [
     "FitResult",
     "GaussNewton",
     "History",
+    "Krylov",
     "LevenbergMarquardt",
     "Metrics",
     "ProgressBar",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 JAC_MODES = ("auto", "fwd", "rev")
@@ -35,3 +36,83 @@ def second_directional_derivative(
         return jax.jvp(fn, (point,), (direction,))[1]
 
     return jax.jvp(directional_derivative, (params,), (direction,))[1]
+
+
+class MatrixFreeJacobian:
+    """The Jacobian of ``fn`` at ``params`` seen only through products: ``J @ v`` is a JVP of the
+    linearisation (``jax.linearize``, one evaluation of ``fn`` that keeps what the JVPs need) and
+    ``J.T @ u`` its transpose (``jax.linear_transpose`` of the same linearisation: a VJP without another
+    forward pass). It lives inside one traced step; it is not a pytree and is never stored.
+    """
+
+    def __init__(self, fn: Callable[[Array], Array], params: Float[Array, " n"], chunk: int):
+        self.residual, self._jvp = jax.linearize(fn, params)
+        self._vjp = jax.linear_transpose(self._jvp, params)
+        self.shape = (self.residual.shape[0], params.shape[0])
+        self.dtype = params.dtype
+        self._chunk = chunk
+
+    def __matmul__(self, vector: Float[Array, " n"]) -> Float[Array, " m"]:
+        return self._jvp(vector)
+
+    @property
+    def T(self) -> _Transposed:  # noqa: N802 (the matrix convention)
+        return _Transposed(self._vjp, (self.shape[1], self.shape[0]))
+
+    def column_norms(self) -> Float[Array, " n"]:
+        """``‖J[:, j]‖`` for every column: ``n`` JVPs, ``chunk`` at a time."""
+        n = self.shape[1]
+        return map_basis(lambda e: jnp.linalg.norm(self._jvp(e)), n, self.dtype, self._chunk)
+
+
+class _Transposed:
+    def __init__(self, vjp, shape):
+        self._vjp, self.shape = vjp, shape
+
+    def __matmul__(self, vector):
+        return self._vjp(vector)[0]
+
+
+def map_basis(fn: Callable[[Array], Array], size: int, dtype, chunk: int) -> Array:
+    """``[fn(e₀), …, fn(e_{size−1})]`` over the unit vectors of ``R^size``, stacked on the first axis,
+    evaluated ``chunk`` at a time (``jax.lax.map`` with a batch size): the unit vectors are built inside
+    each batch, so neither the identity matrix nor more than ``chunk`` results of ``fn``'s intermediate
+    values are ever held at once."""
+
+    def at(index):
+        return fn(jax.nn.one_hot(index, size, dtype=dtype))
+
+    indices = jnp.arange(size)
+    if chunk >= size:
+        return jax.vmap(at)(indices)
+    return jax.lax.map(at, indices, batch_size=chunk)
+
+
+def chunked_jacobian(
+    product: Callable[[Array], Array], mode: str, shape: tuple[int, int], dtype, chunk: int
+) -> Float[Array, "m n"]:
+    """The dense ``(m, n)`` Jacobian from ``product``: a JVP (``mode="fwd"``, columns) or a VJP
+    (``mode="rev"``, rows), ``chunk`` columns or rows at a time.
+
+    Without chunking (``chunk`` at least the number of columns or rows) this is one vmap over the unit
+    vectors. With it, a ``fori_loop`` writes each block of ``chunk`` columns (rows) into the
+    preallocated ``J`` in place; the last block starts at ``size − chunk`` so that it stays inside
+    (a few columns are computed twice). Only one block of intermediate values exists at a time.
+    """
+    m, n = shape
+    size = n if mode == "fwd" else m
+    axis = 1 if mode == "fwd" else 0
+    if chunk >= size:
+        basis = jnp.eye(size, dtype=dtype)
+        return jax.vmap(product, out_axes=axis)(basis)
+
+    blocks = -(-size // chunk)
+
+    def fill(index, jac):
+        start = jnp.minimum(index * chunk, size - chunk)
+        units = jax.nn.one_hot(start + jnp.arange(chunk), size, dtype=dtype)
+        block = jax.vmap(product, out_axes=axis)(units)
+        corner = (0, start) if mode == "fwd" else (start, 0)
+        return jax.lax.dynamic_update_slice(jac, block, corner)
+
+    return jax.lax.fori_loop(0, blocks, fill, jnp.zeros(shape, dtype))

@@ -26,6 +26,11 @@ Paths, chosen by shape (``linear="auto"``) or by name:
     ``(JₛᵀJₛ + λI)⁻¹Jₛᵀ = Jₛᵀ(JₛJₛᵀ + λI)⁻¹``, so ``y = −Jₛᵀ z`` with ``(JₛJₛᵀ + λI) z = r``, and
     ``δ = −D⁻²Jᵀ(J D⁻² Jᵀ + λI)⁻¹ r``. As ``λ → 0`` this is the minimum-norm Gauss–Newton step.
 
+``"krylov"`` (``Krylov``): matrix-free. ``J`` is never formed: damped CGLS (``nlls.krylov``) on
+    Jacobian–vector and vector–Jacobian products, stopped by an inexact-Newton forcing test or after
+    ``max_steps`` iterations; memory O(m + n) per vector. Chosen by ``"auto"`` when the dense path's
+    Jacobian and Gram matrix would exceed the memory budget (``least_squares(max_jacobian_bytes=)``).
+
 ``λ = 0`` (Gauss–Newton, the Gauss–Newton leg of a dogleg) gives the minimum-norm least-squares
 solution: singular values (or Gram eigenvalues) below the rank cut-off are dropped, as ``numpy.linalg.
 lstsq`` does. When a Cholesky factorisation fails (a singular Gram matrix at λ = 0, or rounding), the
@@ -40,20 +45,81 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 from jaxtyping import Array, Float
 
-LINEAR_PATHS = ("auto", "normal", "min_norm")
+from .krylov import damped_cgls
+
+LINEAR_PATHS = ("auto", "normal", "min_norm", "krylov")
 QR_MAX_N = 64
 
 
-def choose_path(linear: str, m: int, n: int) -> str:
-    """``"normal"`` when ``n ≤ m``, ``"min_norm"`` when ``m < n``, unless named explicitly."""
+class Krylov(eqx.Module):
+    """The matrix-free path, with its settings (``least_squares(linear=nlls.Krylov(...))``;
+    ``linear="krylov"`` is ``Krylov()``).
+
+    Args:
+        max_steps: the most CGLS iterations per linear solve (each one JVP and one VJP); ``None``:
+            ``min(max(2·min(m, n), 10), 200)``.
+        tolerance: a fixed relative tolerance η on the normal-equation residual,
+            ``‖(JₛᵀJₛ + λI)y + Jₛᵀr‖ ≤ η‖Jₛᵀr‖``; ``None``: the forcing term ``min(½, √‖Jₛᵀr‖)``.
+        jacobi: Marquardt (Jacobi) scaling by default, i.e. when the solver's ``scaling`` is
+            ``None``; ``None``: on when ``n ≤ max_steps``, where the ``n`` JVPs of the column norms
+            cost no more than one Krylov solve.
+
+    Example:
+        >>> import jax.numpy as jnp, nlls
+        >>> sol = nlls.least_squares(lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)]),
+        ...                          jnp.array([-1.2, 1.0]), linear="krylov")
+        >>> sol.stats.linear, bool(jnp.allclose(sol.params, 1.0, atol=1e-4))
+        ('krylov', True)
+    """
+
+    max_steps: int | None = eqx.field(default=None, static=True)
+    tolerance: float | None = eqx.field(default=None, static=True)
+    jacobi: bool | None = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        if self.max_steps is not None and not (
+            isinstance(self.max_steps, int) and self.max_steps >= 1
+        ):
+            raise ValueError(f"Krylov max_steps must be a positive int, got {self.max_steps!r}")
+        if self.tolerance is not None and not 0 <= self.tolerance < 1:
+            raise ValueError(f"Krylov tolerance must be in [0, 1), got {self.tolerance!r}")
+
+    def sized(self, m: int, n: int) -> Krylov:
+        """These settings with the defaults resolved for an m×n Jacobian."""
+        max_steps = self.max_steps or min(max(2 * min(m, n), 10), 200)
+        jacobi = n <= max_steps if self.jacobi is None else self.jacobi
+        return Krylov(max_steps, self.tolerance, jacobi)
+
+
+def path_name(path) -> str:
+    """``"normal"``, ``"min_norm"`` or ``"krylov"``."""
+    return "krylov" if isinstance(path, Krylov) else path
+
+
+def dense_bytes(path: str, m: int, n: int, itemsize: int) -> int:
+    """The memory a dense path holds per point: ``J`` (m×n) and its Gram matrix (n×n or m×m)."""
+    side = min(m, n) if path == "min_norm" else n
+    return itemsize * (m * n + side * side)
+
+
+def choose_path(linear, m: int, n: int):
+    """``"normal"`` when ``n ≤ m``, ``"min_norm"`` when ``m < n``, unless named explicitly;
+    ``"krylov"`` (or a ``Krylov``) becomes a ``Krylov`` with its iteration cap resolved. The memory
+    budget (``least_squares``) may then replace a dense path chosen by ``"auto"`` with ``Krylov``."""
     if linear == "auto":
         return "normal" if n <= m else "min_norm"
+    if linear == "krylov":
+        linear = Krylov()
+    if isinstance(linear, Krylov):
+        return linear.sized(m, n)
     return linear
 
 
 class QRStep(eqx.Module):
     """``Qᵀ[Jₛ r] = [R c]`` by one QR of the augmented matrix (``Q`` is never formed); each damping
     refactors the small ``[R c; √λ I 0]`` the same way."""
+
+    exact = True  # the damped system is solved to rounding
 
     r: Float[Array, "n n"]
     projected: Float[Array, " n"]  # c = Qᵀr
@@ -107,6 +173,8 @@ def _triangular_least_squares(r, projected):
 class NormalGramStep(eqx.Module):
     """Gram matrix ``A = JₛᵀJₛ`` (n×n); each solve factors ``A + λI`` by Cholesky."""
 
+    exact = True  # the damped system is solved to rounding
+
     gram: Float[Array, "n n"]
     scaled_gradient: Float[Array, " n"]  # Jₛᵀr
     scale: Float[Array, " n"]
@@ -125,6 +193,8 @@ class NormalGramStep(eqx.Module):
 class MinNormStep(eqx.Module):
     """Gram matrix ``K = JₛJₛᵀ`` (m×m); each solve factors ``K + λI`` by Cholesky."""
 
+    exact = True  # the damped system is solved to rounding
+
     gram: Float[Array, "m m"]
     residual: Float[Array, " m"]
     scale: Float[Array, " n"]
@@ -139,10 +209,61 @@ class MinNormStep(eqx.Module):
         return -(jac.T @ z) / self.scale**2
 
 
-def factorize(
-    path: str, jac: Float[Array, "m n"], residual: Float[Array, " m"], scale: Float[Array, " n"]
-):
-    """The factorisation of ``Jₛ = J D⁻¹`` (with the residual ``r``) that ``path`` uses."""
+class KrylovStep(eqx.Module):
+    """Nothing is factorised: each solve runs damped CGLS on ``Jₛ = J D⁻¹`` given by products
+    (``jac`` is a ``MatrixFreeJacobian``, or a dense matrix: the same code runs on both)."""
+
+    residual: Float[Array, " m"]
+    scale: Float[Array, " n"]
+    settings: Krylov = eqx.field(static=True)
+    exact = False  # the step solves the damped system only to the forcing tolerance
+
+    def step(self, jac, damping) -> Float[Array, " n"]:
+        """``δ ≈ argmin ‖Jδ + r‖² + λ‖Dδ‖²`` for the point's residual."""
+        return self.solve(jac, self.residual, damping)
+
+    def solve(self, jac, rhs: Float[Array, " m"], damping) -> Float[Array, " n"]:
+        """``δ ≈ argmin ‖Jδ + rhs‖² + λ‖Dδ‖²``."""
+        y, _ = damped_cgls(
+            _Scaled(jac, self.scale),
+            -rhs,
+            damping,
+            max_steps=self.settings.max_steps,
+            tolerance=self.settings.tolerance,
+        )
+        return y / self.scale
+
+
+class _Scaled:
+    """``Jₛ = J D⁻¹`` as products."""
+
+    def __init__(self, jac, scale):
+        self.jac, self.scale = jac, scale
+        self.shape = jac.shape
+
+    def __matmul__(self, vector):
+        return self.jac @ (vector / self.scale)
+
+    @property
+    def T(self):  # noqa: N802
+        return _ScaledTranspose(self)
+
+
+class _ScaledTranspose:
+    def __init__(self, scaled: _Scaled):
+        self.scaled = scaled
+
+    def __matmul__(self, vector):
+        return (self.scaled.jac.T @ vector) / self.scaled.scale
+
+
+def factorize(path, jac, residual: Float[Array, " m"], scale: Float[Array, " n"]):
+    """The factorisation of ``Jₛ = J D⁻¹`` (with the residual ``r``) that ``path`` uses; ``None``
+    for ``path=None`` (a method that needs none, such as Steihaug's trust region)."""
+    if path is None:
+        return None
+    if isinstance(path, Krylov):
+        return KrylovStep(residual=residual, scale=scale, settings=path)
     scaled = jac / scale
     if path == "min_norm":
         return MinNormStep(gram=scaled @ scaled.T, residual=residual, scale=scale)

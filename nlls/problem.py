@@ -17,7 +17,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from .jacobian import second_directional_derivative
+from .jacobian import MatrixFreeJacobian, chunked_jacobian, second_directional_derivative
 
 
 class FlatProblem(eqx.Module):
@@ -25,6 +25,9 @@ class FlatProblem(eqx.Module):
 
     ``jac_mode`` is ``"fwd"``, ``"rev"`` or ``"user"`` (then ``user_jac(params, *args)`` returns the
     ``(m, n)`` Jacobian of the flattened residual with respect to the flattened parameters).
+    ``matrix_free``: the Jacobian is never formed; ``jacobian`` gives a ``MatrixFreeJacobian``
+    (products only). ``chunk``: the most columns (forward mode) or rows (reverse mode) of the
+    Jacobian built at once, from the memory budget; ``None`` builds them all in one vmap.
     """
 
     residual_fn: Callable[..., Any]
@@ -32,41 +35,51 @@ class FlatProblem(eqx.Module):
     unravel_params: Callable[[Array], Any]
     jac_mode: str = eqx.field(static=True)
     user_jac: Callable[..., Any] | None = None
+    matrix_free: bool = eqx.field(static=True, default=False)
+    chunk: int | None = eqx.field(static=True, default=None)
 
     def __call__(self, params: Float[Array, " n"]) -> Float[Array, " m"]:
         tree = self.residual_fn(self.unravel_params(params), *self.args)
         return ravel_pytree(tree)[0]
 
-    def linearize(
-        self, params: Float[Array, " n"]
-    ) -> tuple[Float[Array, " m"], Float[Array, "m n"]]:
-        """The residual and the dense Jacobian at ``params``."""
+    def linearize(self, params: Float[Array, " n"]):
+        """The residual and the Jacobian at ``params`` (dense, or a ``MatrixFreeJacobian``)."""
         residual, jacobian = self.evaluate(params)
         return residual, jacobian()
 
-    def evaluate(
-        self, params: Float[Array, " n"]
-    ) -> tuple[Float[Array, " m"], Callable[[], Float[Array, "m n"]]]:
-        """The residual at ``params`` and a function that materialises the Jacobian there.
+    def evaluate(self, params: Float[Array, " n"]):
+        """The residual at ``params`` and a function that gives the Jacobian there.
 
         The residual comes from the linearisation itself (``jax.linearize`` or ``jax.vjp``), so a
         trial point is evaluated once: if it is accepted, its Jacobian costs only the JVPs or VJPs,
         not another evaluation of the residual (which can dominate, e.g. for trigonometric models).
+        Matrix-free, a trial is one plain evaluation, and the linearisation is made only for an
+        accepted point.
         """
+        if self.matrix_free:
+            chunk = self.chunk or params.size
+            return self(params), lambda: MatrixFreeJacobian(self, params, chunk)
         if self.jac_mode == "fwd":
             residual, jvp = jax.linearize(self, params)
-            basis = jnp.eye(params.size, dtype=params.dtype)
-            return residual, lambda: jax.vmap(jvp, out_axes=1)(basis)
+            shape = (residual.size, params.size)
+            chunk = self.chunk or params.size
+            return residual, lambda: chunked_jacobian(jvp, "fwd", shape, params.dtype, chunk)
         if self.jac_mode == "rev":
             residual, vjp = jax.vjp(self, params)
-            basis = jnp.eye(residual.size, dtype=residual.dtype)
-            return residual, lambda: jax.vmap(vjp)(basis)[0]
+            shape = (residual.size, params.size)
+            chunk = self.chunk or residual.size
+            rows = lambda u: vjp(u)[0]  # noqa: E731
+            return residual, lambda: chunked_jacobian(rows, "rev", shape, params.dtype, chunk)
         user = lambda: jnp.asarray(  # noqa: E731
             self.user_jac(self.unravel_params(params), *self.args), dtype=params.dtype
         )
         return self(params), user
 
-    def jacobian(self, params: Float[Array, " n"]) -> Float[Array, "m n"]:
+    def operator(self, params: Float[Array, " n"]) -> MatrixFreeJacobian:
+        """The Jacobian at ``params`` as products only (``J @ v``, ``J.T @ u``)."""
+        return MatrixFreeJacobian(self, params, self.chunk or params.size)
+
+    def jacobian(self, params: Float[Array, " n"]):
         return self.linearize(params)[1]
 
     def second_directional(

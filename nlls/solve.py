@@ -17,7 +17,8 @@ from . import loop
 from .callbacks import StepInfo
 from .driver import pack_snapshot, run_plan
 from .jacobian import JAC_MODES, choose_mode
-from .linear import LINEAR_PATHS, choose_path
+from .linear import LINEAR_PATHS, Krylov, path_name
+from .memory import default_jacobian_bytes, plan_memory
 from .problem import FlatProblem, describe_leaves
 from .result import Solution, Stats
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
@@ -34,7 +35,8 @@ def least_squares(
     *,
     method: str | eqx.Module = "lm",
     jac: str | Callable[..., Any] = "auto",
-    linear: str = "auto",
+    linear: str | Krylov = "auto",
+    max_jacobian_bytes: int | None = None,
     ftol: float = 1e-8,
     xtol: float = 1e-8,
     gtol: float = 1e-8,
@@ -58,8 +60,17 @@ def least_squares(
         jac: ``"auto"`` (forward mode when ``n ≤ m``, reverse mode otherwise), ``"fwd"``, ``"rev"``, or
             a function ``jac(params, *args)`` returning the ``(m, n)`` Jacobian of the flattened residual
             with respect to the flattened parameters.
-        linear: ``"auto"`` (``"normal"`` when ``n ≤ m``, ``"min_norm"`` when ``m < n``), ``"normal"``
-            (n×n normal equations) or ``"min_norm"`` (m×m system, no n×n matrix ever formed).
+        linear: ``"auto"`` (``"normal"`` when ``n ≤ m``, ``"min_norm"`` when ``m < n``, ``"krylov"``
+            when that dense path would not fit ``max_jacobian_bytes``), ``"normal"`` (n×n normal
+            equations), ``"min_norm"`` (m×m system, no n×n matrix ever formed), or ``"krylov"`` /
+            ``nlls.Krylov(...)`` (matrix-free: J is never formed, each step is a truncated CGLS
+            solve on Jacobian–vector products). ``sol.stats.linear`` records the path that ran.
+        max_jacobian_bytes: the memory budget of the Jacobian. A dense path holds J and its Gram
+            matrix, and builds J in blocks of columns (forward mode) or rows (reverse mode) so that
+            the intermediate values of one block fit what is left; ``"auto"`` switches to the
+            matrix-free path when they do not fit. ``None``: a quarter of the memory available when
+            the problem is first seen (device memory on an accelerator). A budget smaller than one
+            row or one column of J raises ``ValueError``.
         ftol, xtol, gtol: termination tolerances, defined in ``nlls.termination``.
         max_steps: the most accepted steps.
         callbacks: functions ``callback(info: nlls.StepInfo)`` called between compiled segments of
@@ -108,6 +119,7 @@ def least_squares(
         method,
         jac,
         linear,
+        None if max_jacobian_bytes is None else _budget(max_jacobian_bytes),
         float(ftol),
         float(xtol),
         float(gtol),
@@ -168,11 +180,14 @@ class _Plan:
     """
 
     def __init__(self, key):
-        residual, _, _, args_treedef, static, method, jac, linear, ftol, xtol, gtol = key
+        residual, _, _, args_treedef, static, method, jac, linear, budget, ftol, xtol, gtol = key
         self.residual = residual
         self.solver = _resolve_method(method)
-        if linear not in LINEAR_PATHS:
-            raise ValueError(f"linear must be one of {LINEAR_PATHS}, got {linear!r}")
+        if not (isinstance(linear, Krylov) or linear in LINEAR_PATHS):
+            raise ValueError(
+                f"linear must be one of {LINEAR_PATHS} or an nlls.Krylov(...), got {linear!r}"
+            )
+        self.budget = budget
         if not (callable(jac) or jac in JAC_MODES):
             raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {jac!r}")
         self.jac, self.linear = jac, linear
@@ -202,9 +217,16 @@ class _Plan:
             jac_mode = "user"
         else:
             jac_mode = choose_mode(self.jac, m, n)
-        path = choose_path(self.linear, m, n)
+        budget = default_jacobian_bytes() if self.budget is None else self.budget
+        probe = FlatProblem(self.residual, tuple(args), ravel_pytree(params0)[1], jac_mode)
+        path, chunk = plan_memory(
+            self.linear, jac_mode, probe, ravel_pytree(params0)[0], m, n, budget
+        )
+        if isinstance(path, Krylov):
+            jac_mode = "fwd+rev"  # products of both kinds, from the residual itself
         self.checked.update(
             path=path,
+            chunk=chunk,
             jac_mode=jac_mode,
             tol=self.tolerances.clipped(dtype),
             signature=_describe_problem(self.solver, path, jac_mode, self.tolerances, params0, m),
@@ -222,8 +244,15 @@ class _Plan:
         args = self.assemble(dynamic)
         user_jac = self.jac if callable(self.jac) else None
         flat0, unravel = ravel_pytree(params0)
+        path = self.checked["path"]
         problem = FlatProblem(
-            self.residual, tuple(args), unravel, self.checked["jac_mode"], user_jac
+            self.residual,
+            tuple(args),
+            unravel,
+            self.checked["jac_mode"],
+            user_jac,
+            matrix_free=isinstance(path, Krylov),
+            chunk=self.checked["chunk"],
         )
         return problem, flat0, unravel, args
 
@@ -276,7 +305,7 @@ class _Plan:
                 nfev=state.nfev,
                 njev=state.njev,
                 rejected=state.rejected,
-                linear=self.checked["path"],
+                linear=path_name(self.checked["path"]),
                 jac=self.checked["jac_mode"],
             ),
         )
@@ -390,6 +419,14 @@ def _check_user_jac(jac, params0, args, m, n) -> None:
             f"jac(params, *args) must return the (m, n) = ({m}, {n}) Jacobian of the flattened "
             f"residual with respect to the flattened parameters, got shape {got}"
         )
+
+
+def _budget(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"max_jacobian_bytes must be a number of bytes, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"max_jacobian_bytes must be positive, got {value!r}")
+    return int(value)
 
 
 def _as_array(leaf):

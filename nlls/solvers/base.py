@@ -10,22 +10,31 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..damping import gain_ratio
-from ..linear import factorize
+from ..linear import Krylov, factorize
 from ..problem import FlatProblem
 
 
 class Point(eqx.Module):
-    """An accepted iterate with everything evaluated there."""
+    """An accepted iterate with everything evaluated there. ``jac`` is the dense Jacobian, or
+    ``None`` on the matrix-free path (``jacobian_of`` then linearises at ``params`` again)."""
 
     params: Float[Array, " n"]
     residual: Float[Array, " m"]
     cost: Float[Array, ""]
-    jac: Float[Array, "m n"]
+    jac: Float[Array, "m n"] | None
     grad: Float[Array, " n"]
 
     @property
     def finite(self) -> Bool[Array, ""]:
+        if self.jac is None:
+            return jnp.all(jnp.isfinite(self.grad)) & jnp.isfinite(self.cost)
         return jnp.all(jnp.isfinite(self.jac)) & jnp.isfinite(self.cost)
+
+
+def jacobian_of(problem: FlatProblem, point: Point):
+    """The Jacobian at ``point`` for this step: the stored matrix, or, matrix-free, a fresh
+    linearisation (one evaluation of the residual; the operator cannot be carried between steps)."""
+    return point.jac if point.jac is not None else problem.operator(point.params)
 
 
 def cost_of(residual: Float[Array, " m"]) -> Float[Array, ""]:
@@ -34,10 +43,15 @@ def cost_of(residual: Float[Array, " m"]) -> Float[Array, ""]:
     return jnp.where(jnp.isfinite(cost), cost, jnp.inf)
 
 
-def point_of(params, residual: Float[Array, " m"], jac: Float[Array, "m n"]) -> Point:
-    """The ``Point`` with cost and gradient ``Jᵀr`` derived from a residual and its Jacobian."""
+def point_of(params, residual: Float[Array, " m"], jac) -> Point:
+    """The ``Point`` with cost and gradient ``Jᵀr`` derived from a residual and its Jacobian (dense,
+    or a ``MatrixFreeJacobian``, which is not kept)."""
     return Point(
-        params=params, residual=residual, cost=cost_of(residual), jac=jac, grad=jac.T @ residual
+        params=params,
+        residual=residual,
+        cost=cost_of(residual),
+        jac=jac if isinstance(jac, jax.Array) else None,
+        grad=jac.T @ residual,
     )
 
 
@@ -61,11 +75,40 @@ class StepReport(eqx.Module):
     finite: Bool[Array, ""]  # the trial's residual (and Jacobian, if computed) were finite
 
 
-def column_norms(jac: Float[Array, "m n"]) -> Float[Array, " n"]:
+def column_norms(jac) -> Float[Array, " n"]:
+    """``‖J[:, j]‖``: from the matrix, or by ``n`` JVPs of a ``MatrixFreeJacobian``."""
+    if not isinstance(jac, jax.Array):
+        return jac.column_norms()
     return jnp.sqrt(jnp.sum(jac**2, axis=0))
 
 
-def initial_scale(jac: Float[Array, "m n"], scaling: bool) -> Float[Array, " n"]:
+def default_scaling(path) -> bool:
+    """Marquardt scaling by default: on the normal path; on the matrix-free path when its column
+    norms are cheap (``Krylov.jacobi``: ``n`` JVPs cost no more than one Krylov solve); off on the
+    minimum-norm path, whose step should be the one of least Euclidean norm."""
+    if isinstance(path, Krylov):
+        return path.jacobi
+    return path == "normal"
+
+
+def largest_curvature(jac, scale: Float[Array, " n"]) -> Float[Array, ""]:
+    """``max diag(JₛᵀJₛ)`` (the initial damping's scale) from a dense ``J``; matrix-free, the largest
+    eigenvalue of ``JₛᵀJₛ`` by a few power iterations instead (an upper bound of the same size; the
+    diagonal would cost ``n`` JVPs)."""
+    if isinstance(jac, jax.Array):
+        return jnp.max((column_norms(jac) / scale) ** 2, initial=0.0)
+    vector = jnp.ones(jac.shape[1], jac.dtype) / jnp.sqrt(jac.shape[1])
+
+    def power(_, carry):
+        vector, _ = carry
+        image = (jac.T @ (jac @ (vector / scale))) / scale
+        size = jnp.linalg.norm(image)
+        return image / jnp.where(size > 0, size, 1.0), size
+
+    return jax.lax.fori_loop(0, 8, power, (vector, jnp.zeros((), jac.dtype)))[1]
+
+
+def initial_scale(jac, scaling: bool) -> Float[Array, " n"]:
     """Marquardt scaling ``D = ‖J[:, j]‖`` (1 where a column is zero), or ``D = I``."""
     n = jac.shape[1]
     if not scaling:
@@ -75,7 +118,7 @@ def initial_scale(jac: Float[Array, "m n"], scaling: bool) -> Float[Array, " n"]
 
 
 def updated_scale(
-    scale: Float[Array, " n"], jac: Float[Array, "m n"], scaling: bool
+    scale: Float[Array, " n"], jac, scaling: bool
 ) -> Float[Array, " n"]:
     """``D ← max(D, ‖J[:, j]‖)``: the running maximum of the column norms (Moré 1978)."""
     if not scaling:

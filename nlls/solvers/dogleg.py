@@ -23,7 +23,15 @@ from jaxtyping import Array, Float
 from ..damping import trust_radius_update
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, initial_scale, judge_trial, point_at
+from .base import (
+    Point,
+    StepReport,
+    default_scaling,
+    initial_scale,
+    jacobian_of,
+    judge_trial,
+    point_at,
+)
 
 
 class DoglegState(eqx.Module):
@@ -67,39 +75,41 @@ class Dogleg(eqx.Module):
         if not self.initial_radius > 0:
             raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
 
-    def uses_scaling(self, path: str) -> bool:
-        return path == "normal" if self.scaling is None else bool(self.scaling)
+    def uses_scaling(self, path) -> bool:
+        return default_scaling(path) if self.scaling is None else bool(self.scaling)
 
-    def init(self, problem: FlatProblem, path: str, params: Float[Array, " n"]) -> DoglegState:
+    def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> DoglegState:
         point = point_at(problem, params)
-        scale = initial_scale(point.jac, self.uses_scaling(path))
+        jac = jacobian_of(problem, point)
+        scale = initial_scale(jac, self.uses_scaling(path))
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
-        return DoglegState(point, scale, factorize(path, point.jac, point.residual, scale), radius)
+        return DoglegState(point, scale, factorize(path, jac, point.residual, scale), radius)
 
     def damping_value(self, state: DoglegState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: the trust radius Δ."""
         return state.radius
 
     def step(
-        self, problem: FlatProblem, path: str, state: DoglegState
+        self, problem: FlatProblem, path, state: DoglegState
     ) -> tuple[DoglegState, StepReport]:
         point, scale = state.point, state.scale
+        jac = jacobian_of(problem, point)
         scaled_grad = point.grad / scale
         grad_norm = jnp.linalg.norm(scaled_grad)
-        curvature = point.jac @ (scaled_grad / scale)
+        curvature = jac @ (scaled_grad / scale)
         denominator = curvature @ curvature
         cauchy_length = jnp.where(
             denominator > 0, grad_norm**2 / jnp.where(denominator > 0, denominator, 1.0), 0.0
         )
-        gauss_newton = scale * state.factor.step(point.jac, 0.0)
+        gauss_newton = scale * state.factor.step(jac, 0.0)
         direction = scaled_grad / jnp.where(grad_norm > 0, grad_norm, 1.0)
         scaled_step = dogleg_step(
             gauss_newton, -cauchy_length * scaled_grad, direction, state.radius
         )
         step = scaled_step / scale
 
-        model_change = point.jac @ step
+        model_change = jac @ step
         predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
         point, scale, factor, ratio, report = judge_trial(
             problem,

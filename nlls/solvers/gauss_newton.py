@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 from ..damping import armijo_holds
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, accept_if, cost_of, point_at, refresh
+from .base import Point, StepReport, accept_if, cost_of, jacobian_of, point_at, refresh
 
 
 class GNState(eqx.Module):
@@ -53,19 +53,21 @@ class GaussNewton(eqx.Module):
         if not 0 < self.armijo_constant < 1:
             raise ValueError(f"armijo_constant must be in (0, 1), got {self.armijo_constant}")
 
-    def init(self, problem: FlatProblem, path: str, params) -> GNState:
+    def init(self, problem: FlatProblem, path, params) -> GNState:
         point = point_at(problem, params)
         unit = jnp.ones(params.shape, params.dtype)
         one = jnp.ones((), params.dtype)
-        return GNState(point, factorize(path, point.jac, point.residual, unit), one)
+        jac = jacobian_of(problem, point)
+        return GNState(point, factorize(path, jac, point.residual, unit), one)
 
     def damping_value(self, state: GNState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: the last line-search step length α (no damping)."""
         return state.length
 
-    def step(self, problem: FlatProblem, path: str, state: GNState) -> tuple[GNState, StepReport]:
+    def step(self, problem: FlatProblem, path, state: GNState) -> tuple[GNState, StepReport]:
         point = state.point
-        direction = state.factor.step(point.jac, 0.0)
+        jac = jacobian_of(problem, point)
+        direction = state.factor.step(jac, 0.0)
         slope = point.grad @ direction
         descent = slope < 0
 
@@ -107,7 +109,7 @@ class GaussNewton(eqx.Module):
 
         # On failure, report the full step's predicted reduction: the ftol test then tells a minimum
         # at working precision (nothing left to gain) from a genuine failure.
-        full_change = state.point.jac @ direction
+        full_change = jac @ direction
         full_prediction = -slope - 0.5 * (full_change @ full_change)
         model_change = length * full_change
         report = StepReport(

@@ -7,6 +7,9 @@ exact damped step the prediction has a form without cancellation (Moré 1978, MI
 
     pred = ½‖r‖² − ½‖r + Jδ‖² = ½‖Jδ‖² + λ‖Dδ‖².
 
+An inexact step (the matrix-free path) uses the general form ``pred = −gᵀδ − ½‖Jδ‖²``, which is
+positive for every iterate of CGLS started at zero.
+
 The gain ratio ``ρ = actual / pred`` accepts the step when ``ρ > η`` (``accept_threshold``). A trial
 point whose residual or Jacobian is not finite is rejected like any other bad step.
 
@@ -42,7 +45,16 @@ from jaxtyping import Array, Float
 from ..damping import damping_for_radius, more_radius_update, nielsen_update
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, column_norms, initial_scale, judge_trial, point_at
+from .base import (
+    Point,
+    StepReport,
+    default_scaling,
+    initial_scale,
+    jacobian_of,
+    judge_trial,
+    largest_curvature,
+    point_at,
+)
 
 DAMPING_RULES = ("nielsen", "trust_region")
 
@@ -95,19 +107,20 @@ class LevenbergMarquardt(eqx.Module):
         if not 0 <= self.accept_threshold < 1:
             raise ValueError(f"accept_threshold must be in [0, 1), got {self.accept_threshold}")
 
-    def uses_scaling(self, path: str) -> bool:
-        return path == "normal" if self.scaling is None else bool(self.scaling)
+    def uses_scaling(self, path) -> bool:
+        return default_scaling(path) if self.scaling is None else bool(self.scaling)
 
-    def init(self, problem: FlatProblem, path: str, params: Float[Array, " n"]) -> LMState:
+    def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
         point = point_at(problem, params)
-        scale = initial_scale(point.jac, self.uses_scaling(path))
-        largest = jnp.max((column_norms(point.jac) / scale) ** 2, initial=0.0)
+        jac = jacobian_of(problem, point)
+        scale = initial_scale(jac, self.uses_scaling(path))
+        largest = largest_curvature(jac, scale)
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
         size = jnp.linalg.norm(scale * params)
         return LMState(
             point=point,
             scale=scale,
-            factor=factorize(path, point.jac, point.residual, scale),
+            factor=factorize(path, jac, point.residual, scale),
             damping=damping.astype(params.dtype),
             damping_growth=jnp.asarray(2.0, dtype=params.dtype),
             radius=(self.initial_radius * jnp.where(size > 0, size, 1.0)).astype(params.dtype),
@@ -117,34 +130,38 @@ class LevenbergMarquardt(eqx.Module):
         """What ``StepInfo.damping`` reports: λ (in the trust-region form, the λ of the last trial)."""
         return state.damping
 
-    def step(self, problem: FlatProblem, path: str, state: LMState) -> tuple[LMState, StepReport]:
+    def step(self, problem: FlatProblem, path, state: LMState) -> tuple[LMState, StepReport]:
         point, scale, factor = state.point, state.scale, state.factor
+        jac = jacobian_of(problem, point)
         if self.damping == "trust_region":
             damping, scaled = damping_for_radius(
-                lambda lam: scale * factor.step(point.jac, lam),
+                lambda lam: scale * factor.step(jac, lam),
                 jnp.linalg.norm(point.grad / scale),
                 state.radius,
             )
             step = scaled / scale
         else:
             damping = state.damping
-            step = factor.step(point.jac, damping)
+            step = factor.step(jac, damping)
         evaluations = 1
         if self.geodesic:
             velocity = step
             curvature = problem.second_directional(point.params, velocity)
-            acceleration = factor.solve(point.jac, curvature, damping)
+            acceleration = factor.solve(jac, curvature, damping)
             small = 2 * jnp.linalg.norm(scale * acceleration) <= self.geodesic_ratio * (
                 jnp.linalg.norm(scale * velocity)
             )
             step = jnp.where(small, velocity + 0.5 * acceleration, velocity)
-            model_change = point.jac @ step
+            model_change = jac @ step
             predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
             evaluations += 1
-        else:
-            model_change = point.jac @ step
+        elif factor.exact:
+            model_change = jac @ step
             scaled_step = scale * step
             predicted = 0.5 * (model_change @ model_change) + damping * (scaled_step @ scaled_step)
+        else:  # an inexact (Krylov) step: the general model form, positive for any CGLS iterate
+            model_change = jac @ step
+            predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
 
         new_point, new_scale, new_factor, ratio, report = judge_trial(
             problem,
