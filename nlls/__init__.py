@@ -11,7 +11,7 @@ from .fitting import FitResult, fit
 from .linear import Krylov
 from .result import Solution, Stats
 from .solve import least_squares
-from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
+from .solvers import Dogleg, GaussNewton, LevenbergMarquardt, TrustRegion
 from .termination import Status
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Solution",
     "Stats",
     "StepInfo",
+    "TrustRegion",
     "Status",
     "fit",
     "least_squares",

@@ -4,9 +4,10 @@ A dense path holds, per point, ``J`` (m×n) and its Gram matrix (n×n on the nor
 minimum-norm path): ``dense_bytes``. Building ``J`` takes ``n`` JVPs (forward mode, one per column) or
 ``m`` VJPs (reverse mode, one per row); vmapped all at once their intermediate values can be many
 times ``J`` itself (a network's hidden activations, once per column). So ``J`` is built in blocks of
-``chunk`` columns or rows, with ``chunk · (bytes per product) ≤ budget − dense_bytes``. The bytes per
-product are measured, not guessed: XLA's memory analysis of a compiled block of a few products
-(``temp`` plus ``output`` bytes, divided by the block width). Small problems (``J`` under 1/64 of the
+``chunk`` columns or rows, with ``chunk · (bytes per product) + shared ≤ budget − dense_bytes``. The
+bytes per product are measured, not guessed: XLA's memory analysis (``temp`` plus ``output`` bytes)
+of compiled blocks of 1 and 9 products; the slope is the cost of one product, the rest (the forward
+pass the products share) is ``shared``. Small problems (``J`` under 1/64 of the
 budget) skip the measurement and build ``J`` in one vmap.
 
 With ``linear="auto"`` the matrix-free path (``nlls.Krylov``) replaces a dense path whose ``J`` and
@@ -66,8 +67,8 @@ def plan_memory(linear, jac_mode: str, problem, flat0, m: int, n: int, budget: i
     if need <= budget and (jac_mode == "user" or need * SMALL_FRACTION <= budget):
         return path, None
     if need <= budget:
-        per_product = product_bytes(problem, flat0, jac_mode, m, n)
-        chunk = (budget - need) // max(per_product, 1)
+        per_product, shared = product_bytes(problem, flat0, jac_mode, m, n)
+        chunk = (budget - need - shared) // per_product
         if chunk >= 1:
             return path, None if chunk >= size else int(chunk)
     if linear == "auto":
@@ -84,16 +85,16 @@ def _krylov_chunk(path: Krylov, problem, flat0, m: int, n: int, budget: int):
     """Columns per block of JVPs for the Jacobi scaling's column norms (when it is on)."""
     if not path.jacobi:
         return None
-    per_product = product_bytes(problem, flat0, "fwd", m, n)
-    chunk = max(budget // max(per_product, 1), 1)
+    per_product, shared = product_bytes(problem, flat0, "fwd", m, n)
+    chunk = max((budget - shared) // per_product, 1)
     return None if chunk >= n else int(chunk)
 
 
-def product_bytes(problem, flat0, jac_mode: str, m: int, n: int) -> int:
-    """Bytes per JVP (``"fwd"``) or VJP (``"rev"``) when a block of them is vmapped: XLA's memory
-    analysis (temporaries and output) of a compiled block of ``PROBE_WIDTH`` products, divided by
-    the width; at least the output's own size. Falls back to that size when no analysis exists."""
-    width = PROBE_WIDTH
+def product_bytes(problem, flat0, jac_mode: str, m: int, n: int) -> tuple[int, int]:
+    """``(per_product, shared)`` bytes of a vmapped block of JVPs (``"fwd"``) or VJPs (``"rev"``):
+    XLA's memory analysis (temporaries and output) of compiled blocks of 1 and ``PROBE_WIDTH + 1``
+    products; the slope is what each product adds, the rest (the forward pass) is shared. At least
+    the output's own size per product; that size alone when the backend gives no analysis."""
     itemsize = np.dtype(flat0.dtype).itemsize
     floor = itemsize * (m if jac_mode == "fwd" else n)
     if jac_mode == "fwd":
@@ -101,19 +102,20 @@ def product_bytes(problem, flat0, jac_mode: str, m: int, n: int) -> int:
         def block(params, units):
             return jax.vmap(lambda v: jax.jvp(problem, (params,), (v,))[1])(units)
 
-        units = jax.ShapeDtypeStruct((width, n), flat0.dtype)
     else:
 
         def block(params, units):
             _, vjp = jax.vjp(problem, params)
             return jax.vmap(lambda u: vjp(u)[0])(units)
 
-        units = jax.ShapeDtypeStruct((width, m), flat0.dtype)
     params = jax.ShapeDtypeStruct(flat0.shape, flat0.dtype)
+    sizes = []
     try:
-        analysis = jax.jit(block).lower(params, units).compile().memory_analysis()
-        measured = int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes) // width
+        for width in (1, PROBE_WIDTH + 1):
+            units = jax.ShapeDtypeStruct((width, n if jac_mode == "fwd" else m), flat0.dtype)
+            analysis = jax.jit(block).lower(params, units).compile().memory_analysis()
+            sizes.append(int(analysis.temp_size_in_bytes + analysis.output_size_in_bytes))
     except Exception:  # no memory analysis on this backend
-        return floor
-    return max(measured, floor)
-
+        return floor, 0
+    per_product = max((sizes[1] - sizes[0]) // PROBE_WIDTH, floor)
+    return per_product, max(sizes[0] - per_product, 0)

@@ -21,11 +21,16 @@ from .linear import LINEAR_PATHS, Krylov, path_name
 from .memory import default_jacobian_bytes, plan_memory
 from .problem import FlatProblem, describe_leaves
 from .result import Solution, Stats
-from .solvers import Dogleg, GaussNewton, LevenbergMarquardt
+from .solvers import Dogleg, GaussNewton, LevenbergMarquardt, TrustRegion
 from .solvers.base import point_at
 from .termination import Tolerances, succeeded
 
-METHODS = {"lm": LevenbergMarquardt, "gn": GaussNewton, "dogleg": Dogleg}
+METHODS = {
+    "lm": LevenbergMarquardt,
+    "gn": GaussNewton,
+    "dogleg": Dogleg,
+    "trust_region": TrustRegion,
+}
 
 
 def least_squares(
@@ -56,7 +61,7 @@ def least_squares(
             baked into the compiled program; other values (Python numbers, strings) are static, and
             a new value compiles anew.
         method: ``"lm"`` (Levenberg–Marquardt), ``"gn"`` (Gauss–Newton with line search),
-            ``"dogleg"``, or a configured solver object such as ``nlls.LevenbergMarquardt(geodesic=True)``.
+            ``"dogleg"``, ``"trust_region"`` (Steihaug–Toint CG), or a configured solver object such as ``nlls.LevenbergMarquardt(geodesic=True)``.
         jac: ``"auto"`` (forward mode when ``n ≤ m``, reverse mode otherwise), ``"fwd"``, ``"rev"``, or
             a function ``jac(params, *args)`` returning the ``(m, n)`` Jacobian of the flattened residual
             with respect to the flattened parameters.
@@ -345,7 +350,7 @@ def _resolve_method(method):
                 f"method must be one of {tuple(METHODS)} or a solver object, got {method!r}"
             )
         return METHODS[method]()
-    if isinstance(method, LevenbergMarquardt | GaussNewton | Dogleg):
+    if isinstance(method, LevenbergMarquardt | GaussNewton | Dogleg | TrustRegion):
         return method
     raise TypeError(
         f"method must be a name or a solver object such as nlls.LevenbergMarquardt(), got {method!r}"

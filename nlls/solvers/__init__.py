@@ -3,5 +3,6 @@
 from .dogleg import Dogleg
 from .gauss_newton import GaussNewton
 from .levenberg_marquardt import LevenbergMarquardt
+from .trust_region import TrustRegion
 
-__all__ = ["Dogleg", "GaussNewton", "LevenbergMarquardt"]
+__all__ = ["Dogleg", "GaussNewton", "LevenbergMarquardt", "TrustRegion"]

@@ -117,9 +117,7 @@ def initial_scale(jac, scaling: bool) -> Float[Array, " n"]:
     return jnp.where(norms > 0, norms, 1.0)
 
 
-def updated_scale(
-    scale: Float[Array, " n"], jac, scaling: bool
-) -> Float[Array, " n"]:
+def updated_scale(scale: Float[Array, " n"], jac, scaling: bool) -> Float[Array, " n"]:
     """``D ← max(D, ‖J[:, j]‖)``: the running maximum of the column norms (Moré 1978)."""
     if not scaling:
         return scale
