@@ -234,7 +234,9 @@ def test_a_budget_chunks_the_jacobian_and_keeps_the_solution():
     assert budgeted.stats.linear == free.stats.linear == "normal"
     # J agrees to rounding (blocks are fused differently); 20 LM steps amplify that a little.
     np.testing.assert_allclose(budgeted.cost, free.cost, rtol=1e-7)
-    for leaf, other in zip(jax.tree.leaves(budgeted.params), jax.tree.leaves(free.params)):
+    for leaf, other in zip(
+        jax.tree.leaves(budgeted.params), jax.tree.leaves(free.params), strict=True
+    ):
         np.testing.assert_allclose(leaf, other, rtol=1e-6, atol=1e-8)
 
 
