@@ -121,21 +121,36 @@ def test_callbacks_see_every_iteration_with_consistent_counters():
 
 
 @pytest.mark.parametrize(
-    "method",
+    "method, linear",
     [
+        ("lm", "auto"),
+        ("gn", "auto"),
+        ("dogleg", "auto"),
+        (nlls.LevenbergMarquardt(damping="trust_region"), "auto"),
+        (nlls.LevenbergMarquardt(geodesic=True), "auto"),
+        ("trust_region", "auto"),
+        ("lm", "krylov"),
+        ("trust_region", "krylov"),
+    ],
+    ids=[
         "lm",
         "gn",
         "dogleg",
-        nlls.LevenbergMarquardt(damping="trust_region"),
-        nlls.LevenbergMarquardt(geodesic=True),
+        "lm-trust-region",
+        "lm-geodesic",
+        "steihaug",
+        "lm-krylov",
+        "steihaug-krylov",
     ],
-    ids=["lm", "gn", "dogleg", "lm-trust-region", "lm-geodesic"],
 )
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
-def test_iterates_do_not_depend_on_segmentation(method, dtype):
+def test_iterates_do_not_depend_on_segmentation(method, linear, dtype):
     # Gauss–Newton's line search gives up early on the default network; a narrower one keeps it going.
     p0, args = network_problem(dtype, **({"width": 4, "points": 80} if method == "gn" else {}))
-    whole = nlls.least_squares(network_residual, p0, args, method=method, max_steps=40)
+    whole = nlls.least_squares(
+        network_residual, p0, args, method=method, linear=linear, max_steps=40
+    )
+    assert whole.stats.linear == ("krylov" if linear == "krylov" else "normal")
     assert int(whole.stats.steps) > 7
     for every in (1, 7):
         recorder = Recorder()
@@ -144,6 +159,7 @@ def test_iterates_do_not_depend_on_segmentation(method, dtype):
             p0,
             args,
             method=method,
+            linear=linear,
             max_steps=40,
             callbacks=[recorder],
             callback_every=every,
