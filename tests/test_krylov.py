@@ -316,3 +316,23 @@ def test_krylov_runs_under_vmap():
     sols = jax.vmap(solve)(targets)
     np.testing.assert_allclose(sols.params[:, 0], targets, atol=1e-6)
     np.testing.assert_allclose(sols.params[:, 1], targets**2, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lm", "trust_region"])
+def test_matrix_free_solve_continues_from_its_checkpoint(tmp_path, method):
+    params, x, y = mlp_problem(30, 8)
+    path = tmp_path / "fit.ckpt"
+    options = dict(method=method, linear="krylov")
+    short = nlls.least_squares(
+        mlp_residual, params, (x, y), max_steps=6, callbacks=[nlls.Checkpoint(path)], **options
+    )
+    assert nlls.Status(int(short.status)) == nlls.Status.MAX_STEPS
+    longer = nlls.least_squares(mlp_residual, params, (x, y), max_steps=15, resume=path, **options)
+    whole = nlls.least_squares(mlp_residual, params, (x, y), max_steps=15, **options)
+    assert int(longer.stats.steps) == int(whole.stats.steps)
+    for leaf, other in zip(
+        jax.tree.leaves(longer.params), jax.tree.leaves(whole.params), strict=True
+    ):
+        np.testing.assert_array_equal(leaf, other)
+    with pytest.raises(nlls.CheckpointError):  # a dense solve cannot resume a matrix-free one
+        nlls.least_squares(mlp_residual, params, (x, y), max_steps=15, resume=path, method=method)
