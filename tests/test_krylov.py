@@ -1,5 +1,6 @@
-"""The matrix-free path: Krylov steps against dense steps, Steihaug's subproblem, the NIST and MGH sets
-solved matrix-free, chunked Jacobians against unchunked ones, and the memory budget."""
+"""The matrix-free path: Krylov steps against dense steps, Steihaug's subproblem and trust region,
+chunked Jacobians against unchunked ones, and the memory budget. (The NIST and MGH sets solved
+matrix-free and by Steihaug's trust region: tests/test_nist.py, tests/test_minpack.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +13,7 @@ from nlls.krylov import damped_cgls, steihaug
 from nlls.linear import Krylov, KrylovStep, choose_path, factorize
 from nlls.memory import plan_memory, product_bytes
 from nlls.problem import FlatProblem
-from tests.problems import NIST_NAMES, load_nist, lre, minpack_runs
-from tests.test_minpack import acceptable
+from tests.problems import load_nist, lre
 
 TIGHT = Krylov(max_steps=2000, tolerance=1e-13)
 
@@ -99,64 +99,6 @@ def test_steihaug_on_the_boundary_beats_the_cauchy_point(radius):
     curvature = float(jnp.sum((jac @ direction) ** 2))
     length = min(radius, float(jnp.linalg.norm(gradient)) / curvature)
     assert model(y) <= model(length * direction) + 1e-12
-
-
-@pytest.mark.parametrize("name", NIST_NAMES)
-def test_lm_krylov_reaches_certified_parameters(name):
-    """The dense test's criterion (every certified parameter to LRE ≥ 6, from both starts)."""
-    problem = load_nist(name)
-    x, y = jnp.asarray(problem.x), jnp.asarray(problem.y)
-    for start in (problem.start1, problem.start2):
-        sol = nlls.least_squares(
-            problem.residual,
-            jnp.asarray(start),
-            args=(x, y),
-            linear="krylov",
-            ftol=1e-15,
-            xtol=1e-15,
-            gtol=0.0,
-            max_steps=5000,
-        )
-        assert sol.stats.linear == "krylov"
-        errors = lre(np.asarray(sol.params), problem.certified)
-        assert errors.min() >= 6, f"{name} from {start}: LRE {np.round(errors, 2)}"
-        assert bool(sol.success), sol.message
-
-
-MINPACK_RUNS = minpack_runs()
-MINPACK_PROBLEMS = sorted({run.problem for run in MINPACK_RUNS})
-
-
-def solve_minpack(problem, method, linear):
-    for run in (r for r in MINPACK_RUNS if r.problem == problem):
-        sol = nlls.least_squares(
-            run.residual,
-            jnp.asarray(run.x0),
-            method=method,
-            linear=linear,
-            ftol=1e-15,
-            xtol=1e-15,
-            gtol=0.0,
-            max_steps=5000,
-        )
-        fnorm = float(np.linalg.norm(np.asarray(sol.residual)))
-        assert sol.stats.linear == ("krylov" if linear == "krylov" else "normal")
-        assert np.isfinite(fnorm)
-        assert acceptable(fnorm, run), (
-            f"{run.id}: ‖F‖ = {fnorm:.10e}, MINPACK {run.ref_fnorm:.7e}, "
-            f"status {nlls.Status(int(sol.status)).name}"
-        )
-
-
-@pytest.mark.parametrize("problem", MINPACK_PROBLEMS)
-def test_lm_krylov_reaches_minpack_reference(problem):
-    solve_minpack(problem, "lm", "krylov")
-
-
-@pytest.mark.parametrize("linear", ["auto", "krylov"])
-@pytest.mark.parametrize("problem", MINPACK_PROBLEMS)
-def test_steihaug_trust_region_reaches_minpack_reference(problem, linear):
-    solve_minpack(problem, nlls.TrustRegion(subproblem="steihaug"), linear)
 
 
 def test_steihaug_trust_region_reaches_nist_certified_values():

@@ -24,23 +24,44 @@ def acceptable(fnorm, run):
     return any(abs(fnorm - alt) <= 1e-6 * alt for alt in run.alternative_fnorms)
 
 
-@pytest.mark.parametrize("damping", ["nielsen", "trust_region"])
-@pytest.mark.parametrize("problem", sorted({run.problem for run in RUNS}))
-def test_lm_reaches_minpack_reference(problem, damping):
-    method = nlls.LevenbergMarquardt(damping=damping)
+def solve_all_runs(problem, method, linear="auto"):
+    """Every run of ``problem`` ends at MINPACK's reference (or an accepted alternative)."""
     for run in (r for r in RUNS if r.problem == problem):
         sol = nlls.least_squares(
             run.residual,
             jnp.asarray(run.x0),
             method=method,
+            linear=linear,
             ftol=1e-15,
             xtol=1e-15,
             gtol=0.0,
             max_steps=5000,
         )
+        assert sol.stats.linear == ("krylov" if linear == "krylov" else "normal")
         fnorm = float(np.linalg.norm(np.asarray(sol.residual)))
         assert np.isfinite(fnorm)
         assert acceptable(fnorm, run), (
             f"{run.id}: ‖F‖ = {fnorm:.10e}, MINPACK {run.ref_fnorm:.7e}, "
             f"alternatives {run.alternative_fnorms}, status {nlls.Status(int(sol.status)).name}"
         )
+
+
+PROBLEMS = sorted({run.problem for run in RUNS})
+
+
+@pytest.mark.parametrize("damping", ["nielsen", "trust_region"])
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_lm_reaches_minpack_reference(problem, damping):
+    solve_all_runs(problem, nlls.LevenbergMarquardt(damping=damping))
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_lm_krylov_reaches_minpack_reference(problem):
+    """The matrix-free path solves every run the dense path solves."""
+    solve_all_runs(problem, "lm", "krylov")
+
+
+@pytest.mark.parametrize("linear", ["auto", "krylov"])
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_steihaug_trust_region_reaches_minpack_reference(problem, linear):
+    solve_all_runs(problem, nlls.TrustRegion(subproblem="steihaug"), linear)
