@@ -98,10 +98,13 @@ def fit(
     val: tuple | None = None,
     callbacks: Sequence[Callable[[StepInfo], Any]] = (),
     callback_every: int = 1,
-    max_steps: int = 1000,
+    max_steps: int | None = None,
     history: bool = True,
     trainable=eqx.is_inexact_array,
     jac: str | Callable[..., Any] = "per_sample",
+    batch_size: int | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
     **solver_options,
 ) -> FitResult:
     """Fit ``model`` to samples ``(x, y)`` by least squares.
@@ -119,8 +122,11 @@ def fit(
             ``1/σ`` for measurement errors σ); ``None`` for all ones.
         val: ``(x_val, y_val)``: the validation mean squared error is recorded in the History as
             ``"val_mse"`` at every callback call.
-        callbacks, callback_every: as for ``least_squares``.
-        max_steps: the most accepted steps (optimiser updates for a first-order method).
+        callbacks, callback_every: as for ``least_squares``; with ``batch_size``,
+            ``callback_every`` counts epochs.
+        max_steps: the most accepted steps (optimiser updates for a first-order method); default
+            1000. With ``batch_size``: the most iterations (batches, accepted or not), no limit by
+            default.
         history: record an ``nlls.History`` (returned as ``FitResult.history``). With
             ``history=False``, no ``val`` and no callbacks, the fit is one compiled program.
         trainable: an ``equinox.partition`` filter choosing the fitted leaves (default: every
@@ -128,8 +134,18 @@ def fit(
         jac: ``"per_sample"`` (default: the Jacobian as a vmap over samples of per-sample
             Jacobians), or anything ``least_squares`` accepts (``"auto"``, ``"fwd"``, ``"rev"``
             differentiate the batched residual).
+        batch_size: train on minibatches of this many samples (``1 ≤ batch_size ≤ len(y)``):
+            ``method="lm"`` is the stochastic Levenberg–Marquardt method of Bergou, Diouane,
+            Kungurtsev & Royer (a fresh batch per iteration, the gain ratio measured on it, the
+            damping ``μ‖g‖``), ``"adam"`` and ``"sgd"`` take the same batches; see
+            ``nlls.stochastic``. The History then has one row per epoch, with an ``epoch`` column,
+            and ``cost`` is the epoch's mean batch cost scaled to the whole set.
+        epochs: with ``batch_size``, the number of passes over the data (default 10 when
+            ``max_steps`` is not given either; with both, the first reached ends the fit).
+        seed: with ``batch_size``, seeds the per-epoch shuffling (default 0).
         solver_options: passed on (``ftol``, ``xtol``, ``gtol``, ``linear``, ``max_time``;
-            ``learning_rate`` and the like for a first-order method).
+            ``learning_rate`` and the like for a first-order method; with ``batch_size``, the
+            options of ``nlls.stochastic.minimise``).
 
     The data are cast to the dtype of the trainable parameters.
 
@@ -139,7 +155,9 @@ def fit(
     Raises:
         ValueError: before any training, when ``x`` and ``y`` differ in length, the data or the
             weights hold NaN or inf, ``model(x[0])`` does not have the shape of ``y[0]``, or the
-            model has no trainable leaves.
+            model has no trainable leaves; with ``batch_size``, when it is not a positive int up to
+            the number of samples, the method is not ``"lm"``, ``"adam"`` or ``"sgd"``, or
+            ``epochs``/``seed`` are given without it.
 
     Example:
         >>> import equinox as eqx, jax, jax.numpy as jnp, nlls
@@ -183,12 +201,36 @@ def fit(
     recorder = History() if history else None
     extra = tuple(c for c in (recorder, validation) if c is not None)
     callbacks = (*([callbacks] if callable(callbacks) else callbacks), *extra)
-    options = dict(solver_options, max_steps=max_steps)
-    if callbacks:
-        options.update(callbacks=callbacks, callback_every=callback_every)
     if jac == "per_sample":
         jac = _per_sample_jacobian(outputs, params0)
-    solution = minimise(method, _residual, params0, (frozen, x, y, weights), jac=jac, **options)
+    if batch_size is not None:
+        from . import stochastic
+
+        if method == "lm" or not isinstance(method, str):
+            solver_options["jac"] = jac
+        solution = stochastic.minimise(
+            method,
+            _residual,
+            params0,
+            (frozen,),
+            (x, y, weights),
+            batch_size=batch_size,
+            epochs=epochs,
+            max_steps=max_steps,
+            seed=0 if seed is None else seed,
+            callbacks=callbacks,
+            callback_every=callback_every,
+            **solver_options,
+        )
+    else:
+        if epochs is not None or seed is not None:
+            raise ValueError(
+                "epochs and seed apply to minibatch training: give batch_size too (or drop them)"
+            )
+        options = dict(solver_options, max_steps=1000 if max_steps is None else max_steps)
+        if callbacks:
+            options.update(callbacks=callbacks, callback_every=callback_every)
+        solution = minimise(method, _residual, params0, (frozen, x, y, weights), jac=jac, **options)
     fitted = eqx.combine(solution.params, frozen)
     result_model = fitted
     if as_pair:  # the parameters as the user gave them, not wrapped in the module

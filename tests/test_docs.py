@@ -7,9 +7,12 @@ import pytest
 import nlls.baselines
 import nlls.callbacks
 import nlls.fitting
+import nlls.linear
 import nlls.ode
 import nlls.solve
 import nlls.solvers.levenberg_marquardt
+import nlls.solvers.trust_region
+import nlls.stochastic
 
 
 @pytest.mark.parametrize(
@@ -17,6 +20,9 @@ import nlls.solvers.levenberg_marquardt
     [
         nlls.solve,
         nlls.solvers.levenberg_marquardt,
+        nlls.solvers.trust_region,
+        nlls.linear,
+        nlls.stochastic,
         nlls.callbacks,
         nlls.fitting,
         nlls.baselines,
