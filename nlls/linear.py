@@ -99,9 +99,12 @@ def path_name(path) -> str:
 
 
 def dense_bytes(path: str, m: int, n: int, itemsize: int) -> int:
-    """The memory a dense path holds per point: ``J`` (m×n) and its Gram matrix (n×n or m×m)."""
+    """The memory a dense path holds while a trial point is accepted: three m×n arrays (the current
+    point's ``J``, kept until the trial is judged; the trial point's ``J``; the scaled copy
+    ``J D⁻¹`` that the Gram product reads) and two Gram matrices (n×n, or m×m on the minimum-norm
+    path: the current point's factorisation and the new one)."""
     side = min(m, n) if path == "min_norm" else n
-    return itemsize * (m * n + side * side)
+    return itemsize * (3 * m * n + 2 * side * side)
 
 
 def choose_path(linear, m: int, n: int):

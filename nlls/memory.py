@@ -1,7 +1,8 @@
 """The memory budget of the Jacobian: which linear path fits, and how many columns or rows at once.
 
-A dense path holds, per point, ``J`` (m×n) and its Gram matrix (n×n on the normal path, m×m on the
-minimum-norm path): ``dense_bytes``. Building ``J`` takes ``n`` JVPs (forward mode, one per column) or
+A dense path holds ``J`` (m×n) and its Gram matrix (n×n on the normal path, m×m on the minimum-norm
+path) for the current point and for an accepted trial point, and a scaled copy of the new ``J``:
+``linear.dense_bytes`` = 3 J + 2 Gram. Building ``J`` takes ``n`` JVPs (forward mode, one per column) or
 ``m`` VJPs (reverse mode, one per row); vmapped all at once their intermediate values can be many
 times ``J`` itself (a network's hidden activations, once per column). So ``J`` is built in blocks of
 ``chunk`` columns or rows, with ``chunk · (bytes per product) + shared ≤ budget − dense_bytes``. The
@@ -75,7 +76,7 @@ def plan_memory(linear, jac_mode: str, problem, flat0, m: int, n: int, budget: i
         krylov = choose_path("krylov", m, n)
         return krylov, _krylov_chunk(krylov, problem, flat0, m, n, budget)
     raise ValueError(
-        f"linear={linear!r} holds the {m}×{n} Jacobian and its Gram matrix ({need} bytes) and "
+        f"linear={linear!r} holds copies of the {m}×{n} Jacobian and its Gram matrix ({need} bytes) and "
         f"builds J a block at a time, which does not fit max_jacobian_bytes={budget}; use "
         "linear='krylov' (matrix-free) or 'auto', or a larger budget"
     )

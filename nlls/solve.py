@@ -70,7 +70,8 @@ def least_squares(
             equations), ``"min_norm"`` (m×m system, no n×n matrix ever formed), or ``"krylov"`` /
             ``nlls.Krylov(...)`` (matrix-free: J is never formed, each step is a truncated CGLS
             solve on Jacobian–vector products). ``sol.stats.linear`` records the path that ran.
-        max_jacobian_bytes: the memory budget of the Jacobian. A dense path holds J and its Gram
+        max_jacobian_bytes: the memory budget of the Jacobian. A dense path holds three copies of J
+            (the current point's, an accepted trial's, a scaled one) and two of its Gram
             matrix, and builds J in blocks of columns (forward mode) or rows (reverse mode) so that
             the intermediate values of one block fit what is left; ``"auto"`` switches to the
             matrix-free path when they do not fit. ``None``: a quarter of the memory available when

@@ -10,7 +10,7 @@ import pytest
 import nlls
 from nlls.jacobian import MatrixFreeJacobian, chunked_jacobian
 from nlls.krylov import damped_cgls, steihaug
-from nlls.linear import Krylov, KrylovStep, choose_path, factorize
+from nlls.linear import Krylov, KrylovStep, choose_path, dense_bytes, factorize
 from nlls.memory import plan_memory, product_bytes
 from nlls.problem import FlatProblem
 from tests.problems import load_nist, lre
@@ -167,7 +167,7 @@ def test_a_budget_chunks_the_jacobian_and_keeps_the_solution():
     problem = FlatProblem(mlp_residual, (x, y), unravel, "fwd")
     per_product, shared = product_bytes(problem, flat, "fwd", m, n)
     assert per_product >= 8 * m  # at least the column itself
-    budget = 8 * (m * n + n * n) + shared + 10 * per_product
+    budget = dense_bytes("normal", m, n, 8) + shared + 10 * per_product
     assert plan_memory("auto", "fwd", problem, flat, m, n, budget) == ("normal", 10)
     free = nlls.least_squares(mlp_residual, params, args=(x, y), max_steps=20)
     budgeted = nlls.least_squares(
