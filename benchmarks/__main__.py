@@ -1,9 +1,10 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all five by default: nist, minpack, mlp, training, callbacks), prints progress
-and the markdown report, saves each suite's raw results to ``bench-out/<suite>.json`` and writes
-``BENCHMARKS.md`` at the repository root from every suite result found in ``bench-out/`` (so the
-suites can be run one at a time and the report still covers all of them).
+Runs the suites asked for (all seven by default: nist, minpack, mlp, training, callbacks,
+stochastic, scale), prints progress and the markdown report, saves each suite's raw results to
+``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
+result found in ``bench-out/`` (so the suites can be run one at a time and the report still covers
+all of them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for `tests.problems`
 
-from benchmarks import callbacks, minpack, mlp, nist, report, training  # noqa: E402
+from benchmarks import (  # noqa: E402
+    callbacks,
+    minpack,
+    mlp,
+    nist,
+    report,
+    scale,
+    stochastic,
+    training,
+)
 
 DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5}
 QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1}
@@ -85,6 +95,10 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = training.run(verbose=verbose)
     elif suite == "callbacks":
         result = callbacks.run(repeats=repeats_for(suite, args), verbose=verbose)
+    elif suite == "stochastic":
+        result = stochastic.run(verbose=verbose)
+    elif suite == "scale":
+        result = scale.run(verbose=verbose, quick=args.quick)
     else:
         result = mlp.run(repeats=repeats_for(suite, args), verbose=verbose)
     result["wall_s"] = time.perf_counter() - began
