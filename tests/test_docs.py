@@ -124,3 +124,25 @@ def test_demo_runs_every_recipe(capsys, tmp_path):
         "adam+lbfgs",
     }
     assert "target = final train MSE of" in out
+
+
+def test_readme_big_models_example_runs():
+    """The README's matrix-free, budget and minibatch block: each fit reaches a small training MSE
+    on its path, and the minibatch History has one row per epoch."""
+    import re
+    from pathlib import Path
+
+    import jax
+    import jax.numpy as jnp
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "batch_size=" in b)
+    namespace: dict = {}
+    exec(block, namespace)
+    x, y = namespace["x"], namespace["y"]
+    for name, path in (("krylov", "krylov"), ("budgeted", "krylov"), ("minibatch", "min_norm")):
+        result = namespace[name]
+        assert result.solution.stats.linear == path, name
+        mse = float(jnp.mean((jax.vmap(result.model)(x) - y) ** 2))
+        assert mse < 1e-5, (name, mse)
+    assert list(namespace["minibatch"].history.as_dict()["epoch"]) == [0, 1, 2, 3, 4, 5]
