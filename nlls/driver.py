@@ -188,6 +188,33 @@ class _InterruptFlag:
         return False
 
 
+class HostPlan:
+    """What the plans that are never checkpointed (``nlls.baselines``, ``nlls.stochastic``) share:
+    the compiled programs made from their ``_start``, ``_advance``, ``_finish`` and ``_describe``,
+    and ``solve``: ``start``, one ``advance_donating`` that never pauses, and ``finish``. The one
+    loop body is thus compiled once for plain calls and for the driver's segments, so the iterates
+    are the same by construction."""
+
+    # What drive hands to StepInfo.signature: nothing to match, since these are not checkpointed.
+    signature = ""
+
+    def _compile(self) -> None:
+        self.start = jax.jit(self._start)
+        self.advance = jax.jit(self._advance)
+        # The incoming state's buffers reused for the outgoing one (about 50 µs less per segment
+        # on the 481-parameter MLP on CPU).
+        self.advance_donating = jax.jit(self._advance, donate_argnums=0)
+        self.finish = jax.jit(self._finish)
+        self.describe = jax.jit(self._describe)
+
+    def solve(self, params0, dynamic, max_steps) -> Solution:
+        """The whole run: Python only before the first iteration and after the last."""
+        state, _ = self.start(params0, dynamic)
+        never = np.int32(np.iinfo(np.int32).max)
+        state, _ = self.advance_donating(state, params0, dynamic, max_steps, never)
+        return self.finish(state, params0, dynamic)
+
+
 def _deleted(state) -> bool:
     return any(
         isinstance(leaf, jax.Array) and leaf.is_deleted()

@@ -109,7 +109,7 @@ from jaxtyping import Array, Float, Int
 from . import baselines
 from .callbacks import Checkpoint, History, StepInfo
 from .damping import gain_ratio
-from .driver import pack_snapshot, run_plan
+from .driver import HostPlan, pack_snapshot, run_plan
 from .linear import factorize
 from .loop import LoopState
 from .result import Solution, Stats
@@ -731,7 +731,7 @@ def _cached_plan(key):
     return _Plan(key)
 
 
-class _Plan:
+class _Plan(HostPlan):
     """The compiled programs of one call signature, with the interface ``nlls.driver`` uses
     (``start``, ``advance``/``advance_donating``, ``describe``, ``finish``, ``solve``), as the plans
     of ``nlls.solve`` and ``nlls.baselines``. ``dynamic`` is ``(array arguments, data,
@@ -743,9 +743,6 @@ class _Plan:
     that never pauses, and ``finish``: the program the driver runs in segments.
     """
 
-    # What drive hands to StepInfo.signature: nothing to match, since these runs are not checkpointed.
-    signature = ""
-
     def __init__(self, key):
         self.kind, self.residual, self.jac, self.linear, self.batch_size = key[:5]
         self.args_treedef, self.static = key[7], key[8]
@@ -753,18 +750,7 @@ class _Plan:
         self.dtype = None
         self.path = "none"
         self.jac_mode = "rev"
-        self.start = jax.jit(self._start)
-        self.advance = jax.jit(self._advance)
-        self.advance_donating = jax.jit(self._advance, donate_argnums=0)
-        self.finish = jax.jit(self._finish)
-        self.describe = jax.jit(self._describe)
-
-    def solve(self, params0, dynamic, max_steps) -> Solution:
-        """The whole run: Python only before the first iteration and after the last."""
-        state, _ = self.start(params0, dynamic)
-        never = np.int32(np.iinfo(np.int32).max)
-        state, _ = self.advance_donating(state, params0, dynamic, max_steps, never)
-        return self.finish(state, params0, dynamic)
+        self._compile()
 
     def check(self, params0, dynamic_args, data) -> None:
         """Validate dtypes and shapes; choose the step's path and the Jacobian's mode. Once per
