@@ -129,8 +129,20 @@ def machine_info() -> dict:
     }
 
 
-def header(machine: dict) -> str:
-    """Title, command and machine description."""
+def _suite_runs(results: dict) -> list[str]:
+    runs = {
+        suite: (result.get("machine", {}).get("date"), result.get("machine", {}).get("commit"))
+        for suite, result in results.items()
+    }
+    if len(set(runs.values())) <= 1:
+        return []
+    listed = "; ".join(f"{suite} {date}, commit {commit}" for suite, (date, commit) in runs.items())
+    return [f"- Suites saved from separate runs: {listed}"]
+
+
+def header(machine: dict, results: dict | None = None) -> str:
+    """Title, command and machine description; when the suites come from different runs, the
+    date and commit of each."""
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
     load = ", ".join(f"{x:.2f}" for x in machine["load_average"])
     return "\n".join(
@@ -142,10 +154,11 @@ def header(machine: dict) -> str:
             "`bench-out/*.json`.",
             "",
             f"- Date: {machine['date']}, commit {machine['commit']}",
+            *_suite_runs(results or {}),
             f"- Machine: {machine['cpu']}, {machine['cores']} cores, "
             f"JAX backend `{machine['jax_backend']}`, load average at start {load}",
             f"- Software: Python {machine['python']}, jax {machine['jax']}, {versions}",
-            "- Arithmetic: float64 everywhere (`jax_enable_x64`).",
+            "- Arithmetic: float64 (`jax_enable_x64`), except where a section says float32 (minibatch training; the 10⁶-parameter scale case).",
             "- Threads: "
             + ", ".join(f"{k}={v}" for k, v in machine.get("threads", {}).items())
             + ".",
@@ -239,6 +252,8 @@ def headline(results: dict) -> str:
     stochastic = results.get("stochastic")
     if stochastic:
         lines += _stochastic_headline(stochastic)
+    if results.get("scale"):
+        lines += _scale_headline(results["scale"])
     return "\n".join(lines)
 
 
@@ -810,6 +825,19 @@ def training_section(result: dict) -> str:
     return "\n".join(parts)
 
 
+def _scale_headline(result: dict) -> list[str]:
+    big = result["big"]
+    full, blocked = big["cases"].get("big-full", {}), big["cases"].get("big-blocked", {})
+    if "iterations" not in full or "iterations" not in blocked:
+        return []
+    return [
+        f"- Scale ({big['n_params']:,} parameters, {big['samples']:,} residuals, matrix-free LM "
+        f"step): peak {_gigabytes(blocked['peak_rss_bytes'])} with the residual in checkpointed "
+        f"blocks ({_verdict(blocked)}: < {_gigabytes(result['target_peak_bytes'])}), "
+        f"{_gigabytes(full['peak_rss_bytes'])} full batch ({_verdict(full)})."
+    ]
+
+
 def _stochastic_headline(result: dict) -> list[str]:
     lines = []
     for problem in result["problems"]:
@@ -1204,7 +1232,7 @@ SECTIONS = {
 
 def render(results: dict, machine: dict) -> str:
     """The whole of ``BENCHMARKS.md`` from the results available (suites not run are listed)."""
-    parts = [header(machine), headline(results)]
+    parts = [header(machine, results), headline(results)]
     for suite in SUITES:
         if suite in results:
             parts.append(SECTIONS[suite](results[suite]))
