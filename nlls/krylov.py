@@ -20,8 +20,14 @@ Damped CGLS (``damped_cgls``)
     damped model ``½‖A y − b‖² + ½λ‖y‖²``, so a truncated solve is still a descent step.
 
     Stopping (inexact Newton; Dembo, Eisenstat & Steihaug 1982): ``‖qₖ‖ ≤ η ‖q₀‖`` where ``q₀ = Aᵀb``
-    is the (scaled) gradient, with the forcing term ``η = min(½, √‖q₀‖)`` unless a fixed tolerance is
-    given, or after ``max_steps`` iterations.
+    is the (scaled) gradient, with the forcing term ``η = min(η_max, √‖q₀‖)`` unless a fixed
+    tolerance is given, or after ``max_steps`` iterations. The classical cap ``η_max = ½`` (Nocedal &
+    Wright, §7.1) stops CGLS after an iteration or two while the gradient is large, a nearly
+    steepest-descent step; the damping already regularises the system, and solving it well pays.
+    Measured on MLP fits (History cost at fixed times, ``linear="krylov"``): on 10,701 parameters
+    and 300 residuals the cost after 2 s was 4.8e-4 with ``η_max = ½``, 6.4e-5 with 0.1, 3.0e-5 with
+    a fixed 1e-2 and 5.5e-7 with a fixed 1e-3; on 1153 parameters and 20,000 residuals after 8 s,
+    11.0, 7.5, 0.14 and 1.1e-3. So ``η_max = FORCING_MAX = 10⁻³``.
 
     lineax's ``CG`` stops on an element-wise test (``|rᵢ| ≤ atol + rtol·|bᵢ|``), which is not the
     forcing rule above and fails on zero gradient components, and its ``LSMR`` takes no damping; so
@@ -43,13 +49,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+FORCING_MAX = 1e-3
+
 
 def forcing_tolerance(gradient_norm: Float[Array, ""], tolerance: float | None) -> Array:
     """The relative tolerance η of an inexact step: ``tolerance`` when given, else
-    ``min(½, √‖g‖)`` (superlinear convergence of the inexact Newton iteration)."""
+    ``min(FORCING_MAX, √‖g‖)`` (tighter still near a minimum: superlinear convergence of the
+    inexact Newton iteration)."""
     if tolerance is not None:
         return jnp.asarray(tolerance, gradient_norm.dtype)
-    return jnp.minimum(0.5, jnp.sqrt(gradient_norm))
+    return jnp.minimum(FORCING_MAX, jnp.sqrt(gradient_norm))
 
 
 def damped_cgls(

@@ -61,12 +61,8 @@ class Krylov(eqx.Module):
             iterations; in floating point an ill-conditioned J needs several times more (Watson's
             function with 12 parameters needs about 50 to match the dense path).
         tolerance: a fixed relative tolerance η on the normal-equation residual,
-            ``‖(JₛᵀJₛ + λI)y + Jₛᵀr‖ ≤ η‖Jₛᵀr‖``; ``None``: the forcing term ``min(½, √‖Jₛᵀr‖)``.
-            The forcing term depends on the scale of the gradient: while ‖Jₛᵀr‖ is large it
-            stops CGLS after an iteration or two, a nearly steepest-descent step. Training a
-            network from scratch, a fixed tolerance does better per second: on a 102,069-parameter
-            MLP with 1,000 residuals (``BENCHMARKS.md``, "Scale") ``tolerance=1e-2`` reached a
-            cost of 0.0020 in 30 s, the forcing term 0.0158.
+            ``‖(JₛᵀJₛ + λI)y + Jₛᵀr‖ ≤ η‖Jₛᵀr‖``; ``None``: the forcing term
+            ``min(10⁻³, √‖Jₛᵀr‖)`` (see ``nlls.krylov`` for why the cap is not the classical ½).
         jacobi: Marquardt (Jacobi) scaling by default, i.e. when the solver's ``scaling`` is
             ``None``; ``None``: on when ``n ≤ max_steps``, where the ``n`` JVPs of the column norms
             cost no more than one Krylov solve.

@@ -91,21 +91,26 @@ def default_scaling(path) -> bool:
     return path == "normal"
 
 
-def largest_curvature(jac, scale: Float[Array, " n"]) -> Float[Array, ""]:
-    """``max diag(JₛᵀJₛ)`` (the initial damping's scale) from a dense ``J``; matrix-free, the largest
-    eigenvalue of ``JₛᵀJₛ`` by a few power iterations instead (an upper bound of the same size; the
-    diagonal would cost ``n`` JVPs)."""
-    if isinstance(jac, jax.Array):
-        return jnp.max((column_norms(jac) / scale) ** 2, initial=0.0)
-    vector = jnp.ones(jac.shape[1], jac.dtype) / jnp.sqrt(jac.shape[1])
+def scale_and_curvature(jac, scaling: bool) -> tuple[Float[Array, " n"], Float[Array, ""]]:
+    """The initial scale ``D`` (``initial_scale``) and ``max diag(JₛᵀJₛ)``, the scale of LM's initial
+    damping, from one computation of the column norms. Matrix-free without scaling the column norms
+    would cost ``n`` JVPs; the largest eigenvalue of ``JₛᵀJₛ`` by a few power iterations stands in
+    for the diagonal's maximum there (an upper bound of the same size)."""
+    n = jac.shape[1]
+    if isinstance(jac, jax.Array) or scaling:
+        norms = column_norms(jac)
+        scale = jnp.where(norms > 0, norms, 1.0) if scaling else jnp.ones(n, jac.dtype)
+        return scale, jnp.max((norms / scale) ** 2, initial=0.0)
+    scale = jnp.ones(n, jac.dtype)
+    vector = scale / jnp.sqrt(n)
 
     def power(_, carry):
         vector, _ = carry
-        image = (jac.T @ (jac @ (vector / scale))) / scale
+        image = jac.T @ (jac @ vector)
         size = jnp.linalg.norm(image)
         return image / jnp.where(size > 0, size, 1.0), size
 
-    return jax.lax.fori_loop(0, 8, power, (vector, jnp.zeros((), jac.dtype)))[1]
+    return scale, jax.lax.fori_loop(0, 8, power, (vector, jnp.zeros((), jac.dtype)))[1]
 
 
 def initial_scale(jac, scaling: bool) -> Float[Array, " n"]:

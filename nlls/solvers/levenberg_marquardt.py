@@ -49,11 +49,10 @@ from .base import (
     Point,
     StepReport,
     default_scaling,
-    initial_scale,
     jacobian_of,
     judge_trial,
-    largest_curvature,
     point_at,
+    scale_and_curvature,
 )
 
 DAMPING_RULES = ("nielsen", "trust_region")
@@ -113,8 +112,7 @@ class LevenbergMarquardt(eqx.Module):
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
         point = point_at(problem, params)
         jac = jacobian_of(problem, point)
-        scale = initial_scale(jac, self.uses_scaling(path))
-        largest = largest_curvature(jac, scale)
+        scale, largest = scale_and_curvature(jac, self.uses_scaling(path))
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
         size = jnp.linalg.norm(scale * params)
         return LMState(

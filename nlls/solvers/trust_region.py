@@ -62,7 +62,7 @@ class TrustRegion(eqx.Module):
             matrix-free path, and the same default (``min(max(10·min(m, n), 20), 200)``) on a dense
             path.
         tolerance: a fixed relative tolerance on the CG residual; ``None``: the forcing term
-            ``min(½, √‖gₛ‖)``.
+            ``min(10⁻³, √‖gₛ‖)`` (``nlls.krylov``).
 
     Example:
         >>> import jax.numpy as jnp, nlls
