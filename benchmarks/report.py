@@ -1092,7 +1092,7 @@ def _scale_reading(result: dict) -> str:
         step_fit = fit["time_for_steps_s"] / wide["lm_steps"]
         at_time = {
             name: run["cost_at_equal_time"]
-            for name, run in (("m×m", fit), ("Krylov", krylov), ("tight Krylov", tight))
+            for name, run in (("m×m", fit), ("Krylov", krylov), ("fixed-tolerance Krylov", tight))
         }
         best = min(at_time, key=at_time.get)
         sentences.append(
@@ -1111,10 +1111,11 @@ def _scale_reading(result: dict) -> str:
             f"{seconds(tight['per_iteration_s'])} (tolerance {wide['krylov_tight_tolerance']:g}), "
             f"but after {wide['lm_steps']} accepted steps the costs were "
             f"{krylov['cost_after_steps']:.3g} and {tight['cost_after_steps']:.3g} against "
-            f"{fit['cost_after_steps']:.3g} for the exact m×m step. In equal time "
+            f"{fit['cost_after_steps']:.3g} for the m×m step, solved to rounding. In equal time "
             f"({wide['equal_time_s']:g} s) the costs were {at_time['m×m']:.3g} (m×m), "
-            f"{at_time['Krylov']:.3g} (Krylov) and {at_time['tight Krylov']:.3g} (tight "
-            f"Krylov): {best} ahead. The n×n normal path would hold "
+            f"{at_time['Krylov']:.3g} (Krylov, forcing term) and "
+            f"{at_time['fixed-tolerance Krylov']:.3g} (Krylov, tolerance "
+            f"{wide['krylov_tight_tolerance']:g}): {best} ahead. The n×n normal path would hold "
             f"{_gigabytes(estimate['bytes'])} (this machine has "
             f"{_gigabytes(result.get('memory_bytes'))}) and take about "
             f"{_long_seconds(estimate['per_step_s'])} per step at the same rate, "
