@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import threading
 import time
 
@@ -470,9 +471,13 @@ class CompileLog(logging.Handler):
         logging.getLogger("jax").removeHandler(self)
 
 
-def test_repeated_calls_do_not_recompile():
+def test_repeated_calls_do_not_recompile(monkeypatch):
     """One loop program per call signature, shared by runs with and without callbacks; the
     numerical options are traced."""
+    # The driver donates segment buffers only under Python's own SIGINT handler; a test runner
+    # started in the background inherits SIGINT ignored, which would switch to the other program.
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.default_int_handler)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
     a, b = linear_problem(jnp.float64)
     shifted = a + 1.0
 

@@ -393,6 +393,9 @@ def test_ctrl_c_ends_the_solve_after_the_current_segment(tmp_path):
     script = textwrap.dedent(
         f"""
         import signal, sys, time, jax
+        # Python's own handler, as in a terminal, even when the test runner was started in the
+        # background (where SIGINT is inherited ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         jax.config.update("jax_enable_x64", True)
         sys.path.insert(0, {str(ROOT)!r})
         import nlls
