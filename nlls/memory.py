@@ -84,8 +84,8 @@ def plan_memory(linear, jac_mode: str, problem, flat0, m: int, n: int, budget: i
 
 def _krylov_chunk(path: Krylov, problem, flat0, m: int, n: int, budget: int):
     """Columns per block of JVPs for the Jacobi scaling's column norms (when it is on)."""
-    if not path.jacobi:
-        return None
+    if not path.jacobi or np.dtype(flat0.dtype).itemsize * m * n * SMALL_FRACTION <= budget:
+        return None  # no column norms, or all n JVPs at once are small beside the budget
     per_product, shared = product_bytes(problem, flat0, "fwd", m, n)
     chunk = max((budget - shared) // per_product, 1)
     return None if chunk >= n else int(chunk)

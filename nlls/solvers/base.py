@@ -57,7 +57,14 @@ def point_of(params, residual: Float[Array, " m"], jac) -> Point:
 
 def point_at(problem: FlatProblem, params: Float[Array, " n"]) -> Point:
     """Evaluate residual and Jacobian at ``params``."""
-    return point_of(params, *problem.linearize(params))
+    return start_point(problem, params)[0]
+
+
+def start_point(problem: FlatProblem, params: Float[Array, " n"]):
+    """``(point, jac)`` at ``params``: the point, and its Jacobian for the first step (the dense
+    matrix, or the ``MatrixFreeJacobian`` the gradient came from, not linearised again)."""
+    residual, jac = problem.linearize(params)
+    return point_of(params, residual, jac), jac
 
 
 class StepReport(eqx.Module):

@@ -30,7 +30,7 @@ from .base import (
     initial_scale,
     jacobian_of,
     judge_trial,
-    point_at,
+    start_point,
 )
 
 
@@ -79,8 +79,7 @@ class Dogleg(eqx.Module):
         return default_scaling(path) if self.scaling is None else bool(self.scaling)
 
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> DoglegState:
-        point = point_at(problem, params)
-        jac = jacobian_of(problem, point)
+        point, jac = start_point(problem, params)
         scale = initial_scale(jac, self.uses_scaling(path))
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)

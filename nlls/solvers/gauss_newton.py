@@ -25,7 +25,7 @@ from jaxtyping import Array, Float
 from ..damping import armijo_holds
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, accept_if, cost_of, jacobian_of, point_at, refresh
+from .base import Point, StepReport, accept_if, cost_of, jacobian_of, refresh, start_point
 
 
 class GNState(eqx.Module):
@@ -54,10 +54,9 @@ class GaussNewton(eqx.Module):
             raise ValueError(f"armijo_constant must be in (0, 1), got {self.armijo_constant}")
 
     def init(self, problem: FlatProblem, path, params) -> GNState:
-        point = point_at(problem, params)
+        point, jac = start_point(problem, params)
         unit = jnp.ones(params.shape, params.dtype)
         one = jnp.ones((), params.dtype)
-        jac = jacobian_of(problem, point)
         return GNState(point, factorize(path, jac, point.residual, unit), one)
 
     def damping_value(self, state: GNState) -> Float[Array, ""]:

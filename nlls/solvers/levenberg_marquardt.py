@@ -51,8 +51,8 @@ from .base import (
     default_scaling,
     jacobian_of,
     judge_trial,
-    point_at,
     scale_and_curvature,
+    start_point,
 )
 
 DAMPING_RULES = ("nielsen", "trust_region")
@@ -110,8 +110,7 @@ class LevenbergMarquardt(eqx.Module):
         return default_scaling(path) if self.scaling is None else bool(self.scaling)
 
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
-        point = point_at(problem, params)
-        jac = jacobian_of(problem, point)
+        point, jac = start_point(problem, params)
         scale, largest = scale_and_curvature(jac, self.uses_scaling(path))
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
         size = jnp.linalg.norm(scale * params)

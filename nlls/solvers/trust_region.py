@@ -33,7 +33,7 @@ from .base import (
     initial_scale,
     jacobian_of,
     judge_trial,
-    point_at,
+    start_point,
 )
 
 SUBPROBLEMS = ("steihaug",)
@@ -43,10 +43,6 @@ class TrustRegionState(eqx.Module):
     point: Point
     scale: Float[Array, " n"]
     radius: Float[Array, ""]
-
-    @property
-    def factor(self) -> None:
-        return None
 
 
 class TrustRegion(eqx.Module):
@@ -107,8 +103,8 @@ class TrustRegion(eqx.Module):
         return Krylov().sized(m, n).max_steps
 
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> TrustRegionState:
-        point = point_at(problem, params)
-        scale = initial_scale(jacobian_of(problem, point), self.uses_scaling(path))
+        point, jac = start_point(problem, params)
+        scale = initial_scale(jac, self.uses_scaling(path))
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
         return TrustRegionState(point, scale, radius.astype(params.dtype))
