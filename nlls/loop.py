@@ -84,6 +84,8 @@ def run(
             tol,
             accepted=report.accepted,
             failed=report.failed,
+            rounding=report.rounding,
+            at_precision=report.at_precision,
             cost_before=report.cost_before,
             actual_reduction=report.actual_reduction,
             predicted_reduction=report.predicted_reduction,

@@ -69,6 +69,8 @@ def test_all_methods_agree_with_an_independent_fit(method):
 
 
 # -- every accepted step decreases the cost, on random small problems --------------------------
+# (except a step judged at the rounding level, where the cost cannot tell: it may not rise beyond
+# rounding)
 
 
 def random_residual(p, a, b, c, y):
@@ -128,12 +130,18 @@ def test_every_accepted_step_decreases_the_cost(shape, seed, method):
         before = float(state.point.cost)
         state, report = step(problem, state)
         after = float(state.point.cost)
-        if bool(report.accepted):
+        if bool(report.accepted) and not bool(report.rounding):
             accepted_any = True
             assert after < before
+        elif bool(report.accepted):
+            # Judged at the rounding level (nlls.solvers.base): the costs differ by rounding only,
+            # and the step is accepted on its gradient unless the cost rose beyond √eps·cost.
+            accepted_any = True
+            assert float(report.predicted_reduction) < 256 * np.finfo(np.float64).eps * before
+            assert after <= before * (1 + np.sqrt(np.finfo(np.float64).eps))
         else:
             assert after == before
-        if bool(report.failed):
+        if bool(report.failed) or bool(report.at_precision):
             break
     assert accepted_any or before < 1e-20
 

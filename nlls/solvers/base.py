@@ -1,4 +1,23 @@
-"""What every method shares: the current point, the step report, and Marquardt scaling."""
+"""What every method shares: the current point, the step report, Marquardt scaling, and how a trial
+step is judged.
+
+Judging a trial at the rounding level. The actual reduction of the cost is computed from the change of
+the residual, ``d = r(θ + δ) − r(θ)``, as ``½‖r‖² − ½‖r + d‖² = −dᵀ(r + ½d)``: no difference of two
+rounded sums of squares. It still carries the rounding of the two residual evaluations, a few ``eps·cost``
+or more, so once the model predicts a reduction below ``resolution(cost)`` (``RESOLUTION · eps · cost``)
+the gain ratio is noise. Comparing costs there would reject good steps at random, raise the damping and
+end the solve on ``xtol`` some ``√eps`` away from the minimum (the cost is flat to rounding within
+``√eps`` of it). Such a trial is judged instead by what stays accurate: the predicted reduction itself
+(exact arithmetic on the step), and the gradient ``g = Jᵀr``, which is linear in the distance to the
+minimum, not quadratic. The reduction is measured by the trapezoidal rule on the gradient,
+``−½(g + g_trial)ᵀδ`` (``gradient_reduction``; exact on a quadratic cost), and its gain ratio decides as
+usual, provided the residual and Jacobian are finite and the cost did not rise by more than rounding
+can explain (``termination.tolerated_rise``). The solve ends with ``Status.PRECISION``
+(``nlls.termination``) when such a trial of an exact step fails (nothing measurable is left to gain),
+or when the predicted reduction falls to the noise floor ``termination.floor`` (``‖Jδ‖`` a few ten
+``eps·‖r‖``: the step no longer changes the residual at working precision, and the gain ratio is
+random).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +31,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ..damping import gain_ratio
 from ..linear import Krylov, factorize
 from ..problem import FlatProblem
+from ..termination import floor, resolution, tolerated_rise
 
 
 class Point(eqx.Module):
@@ -67,6 +87,22 @@ def start_point(problem: FlatProblem, params: Float[Array, " n"]):
     return point_of(params, residual, jac), jac
 
 
+def reduction(residual: Float[Array, " m"], trial_residual: Float[Array, " m"]) -> Float[Array, ""]:
+    """``½‖r‖² − ½‖r_trial‖²`` as ``−dᵀ(r + ½d)`` with ``d = r_trial − r``, which does not subtract
+    two rounded costs; ``−∞`` when the trial residual is not finite."""
+    change = trial_residual - residual
+    actual = -(change @ (residual + 0.5 * change))
+    return jnp.where(jnp.all(jnp.isfinite(trial_residual)), actual, -jnp.inf)
+
+
+def gradient_reduction(point: Point, trial: Point, step: Float[Array, " n"]) -> Float[Array, ""]:
+    """The reduction of the cost along ``step`` by the trapezoidal rule on its gradient,
+    ``−½(g + g_trial)ᵀδ``: exact for a quadratic cost (a linear residual), with an error of order
+    ``‖δ‖³`` otherwise, and free of the cancellation that makes ``cost − cost_trial`` noise near a
+    minimum (``g`` is linear in the distance to the minimum, the cost quadratic)."""
+    return -0.5 * ((point.grad + trial.grad) @ step)
+
+
 class StepReport(eqx.Module):
     """What one trial step did, for the termination tests, the counters and the callbacks."""
 
@@ -80,6 +116,8 @@ class StepReport(eqx.Module):
     rejected: Int[Array, ""]
     failed: Bool[Array, ""]
     finite: Bool[Array, ""]  # the trial's residual (and Jacobian, if computed) were finite
+    rounding: Bool[Array, ""]  # judged at the rounding level (predicted reduction < resolution)
+    at_precision: Bool[Array, ""]  # judged there, and the gradient did not decrease: converged
 
 
 def column_norms(jac) -> Float[Array, " n"]:
@@ -145,17 +183,24 @@ def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callabl
     return point, new_scale, factorize(path, jac, residual, new_scale)
 
 
-def accept_if(candidate: Bool[Array, ""], refreshed: Callable[[], tuple], current: tuple):
-    """``(refreshed(), True)`` when ``candidate`` holds and the new point is finite, else
-    ``(current, False)``; ``refreshed`` (Jacobian and factorisation at the trial point) runs only for
-    a candidate, and a non-finite Jacobian there rejects the step after all."""
+def accept_if(
+    candidate: Bool[Array, ""],
+    refreshed: Callable[[], tuple],
+    current: tuple,
+    keep: Callable[[Point], Bool[Array, ""]] | None = None,
+):
+    """``(refreshed(), True, True)`` when ``candidate`` holds, the new point is finite and
+    ``keep(new point)`` holds (if given), else ``(current, False, finite)``; ``refreshed`` (Jacobian
+    and factorisation at the trial point) runs only for a candidate, and a non-finite Jacobian there
+    rejects the step after all (``finite`` is False then, and True when nothing was refreshed)."""
 
     def accept():
         new = refreshed()
         finite = new[0].finite
-        return jax.lax.cond(finite, lambda: (new, finite), lambda: (current, finite))
+        good = finite if keep is None else finite & keep(new[0])
+        return jax.lax.cond(good, lambda: (new, good, finite), lambda: (current, good, finite))
 
-    return jax.lax.cond(candidate, accept, lambda: (current, jnp.asarray(False)))
+    return jax.lax.cond(candidate, accept, lambda: (current, jnp.asarray(False), jnp.asarray(True)))
 
 
 def judge_trial(
@@ -169,22 +214,35 @@ def judge_trial(
     predicted: Float[Array, ""],
     accept_threshold: float,
     evaluations: int = 1,
+    exact: bool = True,
 ):
     """Evaluate ``point.params + step`` once and accept it when the gain ratio
     ``ρ = (actual reduction) / predicted`` exceeds ``accept_threshold`` and the residual and Jacobian
-    there are finite; the Jacobian and factorisation at the trial point are computed only then.
+    there are finite; the Jacobian and factorisation at the trial point are computed only then. A
+    prediction below the rounding level is judged by the gradient instead (module docstring); when
+    such a trial of an ``exact`` step (the damped system solved to rounding) fails, the report says
+    working precision is reached. An inexact (Krylov) step is then only rejected: a shorter one may
+    still gain.
 
-    Returns ``(point, scale, factor, ratio, report)``: the new ones when accepted, the old otherwise.
+    Returns ``(point, scale, factor, ratio, report)``: the new ones when accepted, the old otherwise;
+    at the rounding level ``ratio`` is that of ``gradient_reduction`` (``−∞`` for a rejected trial).
     """
     trial_params = point.params + step
     trial_residual, trial_jacobian = problem.evaluate(trial_params)
-    actual = point.cost - cost_of(trial_residual)
+    actual = reduction(point.residual, trial_residual)
+    noise = resolution(point.cost)
+    rounding = jnp.abs(predicted) < noise
     ratio = gain_ratio(actual, predicted)
-    candidate = ratio > accept_threshold
-    (new_point, new_scale, new_factor), accepted = accept_if(
+    candidate = jnp.where(rounding, actual >= -tolerated_rise(point.cost), ratio > accept_threshold)
+
+    def gradient_ratio(trial: Point):
+        return gain_ratio(gradient_reduction(point, trial, step), predicted)
+
+    (new_point, new_scale, new_factor), accepted, jac_finite = accept_if(
         candidate,
         lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian),
         (point, scale, factor),
+        keep=lambda new: ~rounding | (gradient_ratio(new) > accept_threshold),
     )
     report = StepReport(
         accepted=accepted,
@@ -196,6 +254,12 @@ def judge_trial(
         njev=candidate.astype(jnp.int32),
         rejected=(~accepted).astype(jnp.int32),
         failed=jnp.asarray(False),
-        finite=jnp.isfinite(actual) & ~(candidate & ~accepted),
+        finite=jnp.isfinite(actual) & jac_finite,
+        rounding=rounding,
+        at_precision=rounding
+        & (
+            (candidate & jac_finite & ~accepted & exact) | (jnp.abs(predicted) <= floor(point.cost))
+        ),
     )
+    ratio = jnp.where(rounding, jnp.where(accepted, gradient_ratio(new_point), -jnp.inf), ratio)
     return new_point, new_scale, new_factor, ratio, report

@@ -13,6 +13,12 @@ fails counts as a rejected step. If ``max_backtracks`` halvings find no decrease
 descent direction, the solve ends: converged (``FTOL``) when the model predicts a reduction of at most
 ``ftol · cost`` for the full step — there is nothing left to gain at working precision — and with status
 ``LINE_SEARCH_FAILED`` otherwise.
+
+When the model predicts a reduction below the rounding level of the cost for the full step, the cost
+cannot judge it: the full step is taken without a line search when its residual and Jacobian are
+finite and the reduction measured on the gradient, ``−½(g + g_trial)ᵀδ``, is at least ``c`` times the
+prediction (``nlls.solvers.base``); otherwise, or when the prediction is at the noise floor, the solve
+has reached working precision (``Status.PRECISION``).
 """
 
 from __future__ import annotations
@@ -22,10 +28,21 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..damping import armijo_holds
+from ..damping import armijo_holds, gain_ratio
 from ..linear import factorize
 from ..problem import FlatProblem
-from .base import Point, StepReport, accept_if, cost_of, jacobian_of, refresh, start_point
+from ..termination import floor, resolution, tolerated_rise
+from .base import (
+    Point,
+    StepReport,
+    accept_if,
+    cost_of,
+    gradient_reduction,
+    jacobian_of,
+    reduction,
+    refresh,
+    start_point,
+)
 
 
 class GNState(eqx.Module):
@@ -69,15 +86,22 @@ class GaussNewton(eqx.Module):
         direction = state.factor.step(jac, 0.0)
         slope = point.grad @ direction
         descent = slope < 0
+        full_change = jac @ direction
+        full_prediction = -slope - 0.5 * (full_change @ full_change)
+        # Below the rounding level the full step is judged by the gradient (``solvers.base``).
+        noise = resolution(point.cost)
+        rounding = jnp.abs(full_prediction) < noise
 
         def trial(length):
             residual = problem(point.params + length * direction)
             return residual, cost_of(residual)
 
+        def sufficient(length, cost):
+            return armijo_holds(cost, point.cost, length, slope, self.armijo_constant)
+
         def insufficient(carry):
             length, count, _, cost = carry
-            holds = armijo_holds(cost, point.cost, length, slope, self.armijo_constant)
-            return ~holds & (count <= self.max_backtracks) & descent
+            return ~sufficient(length, cost) & (count <= self.max_backtracks) & descent & ~rounding
 
         def backtrack(carry):
             length, count, _, _ = carry
@@ -88,12 +112,17 @@ class GaussNewton(eqx.Module):
         length, trials, trial_residual, trial_cost = jax.lax.while_loop(
             insufficient, backtrack, (one, jnp.asarray(1, jnp.int32), *trial(one))
         )
-        found = descent & armijo_holds(trial_cost, point.cost, length, slope, self.armijo_constant)
+        actual = reduction(point.residual, trial_residual)
+        found = jnp.where(
+            rounding,
+            actual >= -tolerated_rise(point.cost),
+            descent & sufficient(length, trial_cost),
+        )
         step = length * direction
         trial_params = point.params + step
 
         unit = jnp.ones_like(point.params)
-        (point, _, factor), accepted = accept_if(
+        (point, _, factor), accepted, jac_finite = accept_if(
             found,
             lambda: refresh(
                 path,
@@ -104,17 +133,22 @@ class GaussNewton(eqx.Module):
                 lambda: problem.jacobian(trial_params),
             ),
             (point, unit, state.factor),
+            keep=lambda new: (
+                ~rounding
+                | (
+                    gain_ratio(gradient_reduction(state.point, new, step), full_prediction)
+                    > self.armijo_constant
+                )
+            ),
         )
 
         # On failure, report the full step's predicted reduction: the ftol test then tells a minimum
         # at working precision (nothing left to gain) from a genuine failure.
-        full_change = jac @ direction
-        full_prediction = -slope - 0.5 * (full_change @ full_change)
         model_change = length * full_change
         report = StepReport(
             accepted=accepted,
             cost_before=state.point.cost,
-            actual_reduction=state.point.cost - trial_cost,
+            actual_reduction=actual,
             predicted_reduction=jnp.where(
                 accepted, -slope * length - 0.5 * (model_change @ model_change), full_prediction
             ),
@@ -122,7 +156,13 @@ class GaussNewton(eqx.Module):
             nfev=trials,
             njev=found.astype(jnp.int32),
             rejected=trials - accepted.astype(jnp.int32),
-            failed=~accepted,
-            finite=jnp.isfinite(trial_cost) & ~(found & ~accepted),
+            failed=~accepted & ~(rounding & found & jac_finite & state.factor.exact),
+            finite=jnp.isfinite(actual) & jac_finite,
+            rounding=rounding,
+            at_precision=rounding
+            & (
+                (found & jac_finite & ~accepted & state.factor.exact)
+                | (jnp.abs(full_prediction) <= floor(state.point.cost))
+            ),
         )
         return GNState(point, factor, length), report

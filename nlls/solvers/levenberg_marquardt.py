@@ -73,7 +73,8 @@ class LevenbergMarquardt(eqx.Module):
     Args:
         damping: ``"nielsen"`` or ``"trust_region"`` (Moré), see the module docstring.
         initial_damping: τ in ``λ₀ = τ · max diag(JₛᵀJₛ)`` (Nielsen's rule).
-        initial_radius: factor on ``‖Dθ₀‖`` giving the first radius (trust-region form).
+        initial_radius: factor on ``‖Dθ₀‖`` giving the first radius (trust-region form), and the
+            bound on the first step's ``‖Dδ‖`` (Nielsen's rule: λ₀ is raised to meet it).
         scaling: Marquardt scaling; ``None`` turns it on for the normal path and off for the
             minimum-norm path.
         geodesic: add geodesic acceleration.
@@ -90,7 +91,7 @@ class LevenbergMarquardt(eqx.Module):
 
     damping: str = "nielsen"
     initial_damping: float = 1e-3
-    initial_radius: float = 100.0
+    initial_radius: float = 1.0
     scaling: bool | None = None
     geodesic: bool = False
     geodesic_ratio: float = 0.75
@@ -112,16 +113,40 @@ class LevenbergMarquardt(eqx.Module):
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
         point, jac = start_point(problem, params)
         scale, largest = scale_and_curvature(jac, self.uses_scaling(path))
+        factor = factorize(path, jac, point.residual, scale)
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
         size = jnp.linalg.norm(scale * params)
+        radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
+        if self.damping == "nielsen":
+            damping = jnp.maximum(damping, self._bounding_damping(jac, point, scale, factor, size))
         return LMState(
             point=point,
             scale=scale,
-            factor=factorize(path, jac, point.residual, scale),
+            factor=factor,
             damping=damping.astype(params.dtype),
             damping_growth=jnp.asarray(2.0, dtype=params.dtype),
-            radius=(self.initial_radius * jnp.where(size > 0, size, 1.0)).astype(params.dtype),
+            radius=radius.astype(params.dtype),
         )
+
+    def _bounding_damping(self, jac, point: Point, scale, factor, size) -> Float[Array, ""]:
+        """The smallest λ whose first step has ``‖Dδ‖ ≤ initial_radius · ‖Dθ₀‖`` (0 when θ₀ = 0).
+
+        A far start's Gauss–Newton step can be many times the parameters' own size and carry a
+        parameter where the model goes flat (an exponential rate to +∞: its Jacobian column
+        vanishes and the solve stalls there, as BoxBOD from NIST's first start did). Bounding the
+        first step as a trust region does keeps it where the linear model is meant. Exact step
+        solvers find λ by Moré's iteration (a few solves, once); on the matrix-free path
+        ``‖gₛ‖/Δ`` bounds it without solves (``‖y(λ)‖ ≤ ‖gₛ‖/λ``)."""
+        radius = self.initial_radius * size
+        gradient_norm = jnp.linalg.norm(point.grad / scale)
+        safe_radius = jnp.where(size > 0, radius, 1.0)
+        if factor.exact:
+            bound, _ = damping_for_radius(
+                lambda lam: scale * factor.step(jac, lam), gradient_norm, safe_radius
+            )
+        else:
+            bound = gradient_norm / safe_radius
+        return jnp.where(size > 0, bound, 0.0)
 
     def damping_value(self, state: LMState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: λ (in the trust-region form, the λ of the last trial)."""
@@ -171,6 +196,7 @@ class LevenbergMarquardt(eqx.Module):
             predicted,
             self.accept_threshold,
             evaluations,
+            factor.exact,
         )
         if self.damping == "trust_region":
             radius = more_radius_update(
