@@ -37,6 +37,7 @@ __all__ = [
     "DATA_DIR",
     "LRE_CAP",
     "MINPACK_NAMES",
+    "NIST_HIGHER_NAMES",
     "NIST_NAMES",
     "MinpackRun",
     "NistProblem",
@@ -229,6 +230,60 @@ def _roszman1(b: Array, x: Array) -> Array:
     return b[0] - b[1] * x - jnp.arctan(b[2] / (x - b[3])) / jnp.pi
 
 
+def _bennett5(b: Array, x: Array) -> Array:
+    """Bennett5: ``y = b1 (b2 + x)**(-1/b3)``."""
+    return b[0] * (b[1] + x) ** (-1.0 / b[2])
+
+
+def _eckerle4(b: Array, x: Array) -> Array:
+    """Eckerle4: ``y = (b1/b2) exp(-½((x - b3)/b2)²)``."""
+    return (b[0] / b[1]) * jnp.exp(-0.5 * ((x - b[2]) / b[1]) ** 2)
+
+
+def _mgh09(b: Array, x: Array) -> Array:
+    """MGH09 (Kowalik–Osborne): ``y = b1 (x² + x b2) / (x² + x b3 + b4)``."""
+    return b[0] * (x**2 + x * b[1]) / (x**2 + x * b[2] + b[3])
+
+
+def _mgh10(b: Array, x: Array) -> Array:
+    """MGH10 (Meyer): ``y = b1 exp(b2 / (x + b3))``."""
+    return b[0] * jnp.exp(b[1] / (x + b[2]))
+
+
+def _rat42(b: Array, x: Array) -> Array:
+    """Rat42: ``y = b1 / (1 + exp(b2 - b3 x))``."""
+    return b[0] / (1.0 + jnp.exp(b[1] - b[2] * x))
+
+
+def _rat43(b: Array, x: Array) -> Array:
+    """Rat43: ``y = b1 / (1 + exp(b2 - b3 x))**(1/b4)``."""
+    return b[0] / (1.0 + jnp.exp(b[1] - b[2] * x)) ** (1.0 / b[3])
+
+
+def _thurber(b: Array, x: Array) -> Array:
+    """Thurber: ``y = (b1 + b2 x + b3 x² + b4 x³) / (1 + b5 x + b6 x² + b7 x³)``."""
+    num = b[0] + b[1] * x + b[2] * x**2 + b[3] * x**3
+    den = 1.0 + b[4] * x + b[5] * x**2 + b[6] * x**3
+    return num / den
+
+
+# The eight higher-difficulty sets (NIST public-domain data, kept in ``tests/data/nist``: they are
+# not among the shared sets).
+_NIST_HIGHER_MODELS: dict[str, ModelFn] = {
+    "Bennett5": _bennett5,
+    "BoxBOD": _misra1a,  # the same saturating exponential, y = b1 (1 - exp(-b2 x))
+    "Eckerle4": _eckerle4,
+    "MGH09": _mgh09,
+    "MGH10": _mgh10,
+    "Rat42": _rat42,
+    "Rat43": _rat43,
+    "Thurber": _thurber,
+}
+_NIST_HIGHER_DIR = Path(__file__).resolve().parent / "data" / "nist"
+
+#: Names of the eight higher-difficulty NIST StRD sets held in ``tests/data/nist``, sorted.
+NIST_HIGHER_NAMES: tuple[str, ...] = tuple(sorted(_NIST_HIGHER_MODELS))
+
 _NIST_MODELS: dict[str, ModelFn] = {
     "Chwirut1": _chwirut,
     "Chwirut2": _chwirut,
@@ -351,16 +406,20 @@ def _parse_line_range(header: str, label: str) -> tuple[int, int]:
 
 @functools.cache
 def load_nist(name: str) -> NistProblem:
-    """Parse ``shared/data/nist/<name>.dat`` into a :class:`NistProblem`.
+    """Parse ``shared/data/nist/<name>.dat`` (``tests/data/nist`` for the higher-difficulty sets)
+    into a :class:`NistProblem`.
 
     The parameter block (starting values, certified values and standard deviations), the data
     rows and the column names are located through the line ranges stated in the file header;
     the certified residual sum of squares comes from its ``Residual Sum of Squares:`` line.
     Results are cached; the arrays are read-only.
     """
-    if name not in _NIST_MODELS:
-        raise KeyError(f"unknown NIST set {name!r}; known: {', '.join(NIST_NAMES)}")
-    lines = (_NIST_DIR / f"{name}.dat").read_text().splitlines()
+    models = {**_NIST_MODELS, **_NIST_HIGHER_MODELS}
+    if name not in models:
+        known = ", ".join(NIST_NAMES + NIST_HIGHER_NAMES)
+        raise KeyError(f"unknown NIST set {name!r}; known: {known}")
+    folder = _NIST_DIR if name in _NIST_MODELS else _NIST_HIGHER_DIR
+    lines = (folder / f"{name}.dat").read_text().splitlines()
     header = "\n".join(lines[:60])
 
     # Parameter lines look like "  b1 =   500   250   2.3894212918E+02  2.7070075241E+00".
@@ -413,7 +472,7 @@ def load_nist(name: str) -> NistProblem:
         name=name,
         difficulty=difficulty,
         certified_rss=float(rss_match.group(1)),
-        model=_NIST_MODELS[name],
+        model=models[name],
         log_response=name in _NIST_LOG_RESPONSE,
         **arrays,
     )

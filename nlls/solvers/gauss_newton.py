@@ -156,12 +156,12 @@ class GaussNewton(eqx.Module):
             nfev=trials,
             njev=found.astype(jnp.int32),
             rejected=trials - accepted.astype(jnp.int32),
-            failed=~accepted & ~(rounding & found & jac_finite & state.factor.exact),
+            failed=~accepted & ~(rounding & found & jac_finite),
             finite=jnp.isfinite(actual) & jac_finite,
             rounding=rounding,
             at_precision=rounding
             & (
-                (found & jac_finite & ~accepted & state.factor.exact)
+                (found & jac_finite & ~accepted)
                 | (jnp.abs(full_prediction) <= floor(state.point.cost))
             ),
         )

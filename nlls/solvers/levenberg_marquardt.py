@@ -16,7 +16,9 @@ point whose residual or Jacobian is not finite is rejected like any other bad st
 How λ is chosen (``damping``):
 
 * ``"nielsen"`` (default): λ is the state. Accepted: ``λ ← λ·max(1/3, 1 − (2ρ − 1)³)``; rejected:
-  ``λ ← λ·ν``, ``ν ← 2ν`` (Nielsen 1999; ``nlls.damping.nielsen_update``). Initial
+  ``λ ← λ·ν``, ``ν ← 2ν`` (Nielsen 1999; ``nlls.damping.nielsen_update``); accepted at the rounding level
+  of the cost (``nlls.solvers.base``): ``λ ← √eps·λ``, so the last digits come from Gauss–Newton
+  steps. Initial
   ``λ₀ = τ · max diag(JₛᵀJₛ)`` with ``Jₛ = J D⁻¹`` (Madsen, Nielsen & Tingleff 2004, τ =
   ``initial_damping``). One linear solve per trial.
 * ``"trust_region"``: a radius Δ is the state and λ is the smallest damping with ``‖Dδ(λ)‖ ≤ Δ``
@@ -213,6 +215,14 @@ class LevenbergMarquardt(eqx.Module):
             radius = state.radius
             new_damping, growth = nielsen_update(
                 damping, state.damping_growth, ratio, report.accepted
+            )
+            # A step accepted at the rounding level: the cost is within rounding of its minimum
+            # and the model is trusted, so the damping only slows the last digits (the error along
+            # J's smallest singular directions shrinks by λ/(σ² + λ) a step): drop it to √eps·λ,
+            # which makes the next steps Gauss–Newton steps.
+            eps = jnp.finfo(damping.dtype).eps
+            new_damping = jnp.where(
+                report.rounding & report.accepted, jnp.sqrt(eps) * damping, new_damping
             )
 
         return LMState(new_point, new_scale, new_factor, new_damping, growth, radius), report
