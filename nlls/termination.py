@@ -8,12 +8,20 @@ Definitions (checked after every trial step, in this order; the first that holds
   reduction of the cost ``½‖r‖²`` are at most ``ftol · cost`` (cost before the step). When a
   Gauss–Newton line search finds no decrease at all, the test uses the reduction its model predicts
   for the full step: if even that is at most ``ftol · cost``, no decrease worth having is left and the
-  point is a minimum to within ``ftol``.
+  point is a minimum to within ``ftol``. A step whose predicted reduction is below the cost's
+  rounding (``resolution``, 256·eps·cost) never meets ``ftol``: a cost difference that small is
+  rounding, and the parameters can still be ``√eps`` from the minimum (the cost is flat to rounding
+  there). Such steps are judged by the gradient (``nlls.solvers.base``) and end with ``PRECISION``.
 * ``xtol``: the step is small relative to the parameters, ``‖δ‖₂ ≤ xtol · (xtol + ‖θ‖₂)``. Checked on
   rejected trial steps too: repeated rejections shrink the step until this test ends the solve, which is
   how a solve that can make no further progress at working precision stops. When the trial that
   triggers it had a non-finite residual or Jacobian, the status is ``NONFINITE_TRIALS`` instead (not
   a success): the solve is walled in by points where the residual is not defined.
+* ``PRECISION`` (a success): converged to working precision. Either a trial judged at the rounding
+  level failed (its reduction measured on the gradient, ``−½(g + g_trial)ᵀδ``, did not confirm the
+  model for a step solved exactly: nothing measurable is left to gain), or the predicted reduction
+  reached the noise floor ``floor`` (1000·eps²·cost: the step changes the residual by a few ten
+  ``eps·‖r‖``, below what an evaluation resolves).
 * ``max_steps``: that many accepted steps were taken.
 
 A solve watched by callbacks (``nlls.callbacks``) can also end between steps: a callback returned
