@@ -22,6 +22,7 @@ must call ``jax.config.update("jax_enable_x64", True)`` themselves.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections.abc import Callable
@@ -306,6 +307,12 @@ _NIST_MODELS: dict[str, ModelFn] = {
     "Roszman1": _roszman1,
 }
 
+# Index groups of terms that can be listed in any order (``NistProblem.labelled``).
+_NIST_INTERCHANGEABLE: dict[str, tuple[tuple[int, ...], ...]] = {
+    **{name: ((0, 1), (2, 3), (4, 5)) for name in ("Lanczos1", "Lanczos2", "Lanczos3")},
+    **{name: ((2, 3, 4), (5, 6, 7)) for name in ("Gauss1", "Gauss2", "Gauss3")},
+}
+
 #: Names of the 19 NIST StRD nonlinear-regression sets held in ``shared/data/nist``, sorted.
 NIST_NAMES: tuple[str, ...] = tuple(sorted(_NIST_MODELS))
 
@@ -358,6 +365,27 @@ class NistProblem:
     def starts(self) -> tuple[np.ndarray, np.ndarray]:
         """``(start1, start2)``."""
         return self.start1, self.start2
+
+    def labelled(self, b: npt.ArrayLike) -> np.ndarray:
+        """``b`` with interchangeable terms put in the certified order.
+
+        Lanczos's three exponentials ``bᵢ exp(−bᵢ₊₁ x)`` and Gauss's two Gaussian peaks can be
+        listed in any order: a fit that finds them in another order has found the certified minimum
+        (the same model, the same residual). Each term is matched to the certified term nearest to
+        it in relative terms; the other sets are returned unchanged."""
+        b = np.asarray(b, dtype=np.float64)
+        groups = _NIST_INTERCHANGEABLE.get(self.name)
+        if groups is None:
+            return b
+        best, best_score = b, -np.inf
+        for order in itertools.permutations(range(len(groups))):
+            candidate = b.copy()
+            for target, source in zip(groups, (groups[k] for k in order), strict=True):
+                candidate[list(target)] = b[list(source)]
+            score = lre(candidate, self.certified).min()
+            if score > best_score:
+                best, best_score = candidate, score
+        return best
 
     def residual(self, b: Array, x: Array, y: Array) -> Array:
         """``model(b, x) - y`` (``model(b, x) - log(y)`` for Nelson): NIST's residual vector."""

@@ -141,7 +141,7 @@ def test_nist_from_both_starts_to_the_last_digit():
             sol = nlls.least_squares(
                 problem.residual, jnp.asarray(start), args=(x, y), max_steps=5000, **TIGHT
             )
-            errors = lre(np.asarray(sol.params), problem.certified)
+            errors = lre(problem.labelled(sol.params), problem.certified)
             assert errors.min() >= 6, f"{name} from {start}: LRE {np.round(errors, 2)}"
             assert bool(sol.success), sol.message
             smallest.append(errors.min())
@@ -165,7 +165,7 @@ def test_higher_difficulty_nist_sets(name, start):
         max_steps=5000,
         **TIGHT,
     )
-    errors = lre(np.asarray(sol.params), problem.certified)
+    errors = lre(problem.labelled(sol.params), problem.certified)
     assert errors.min() >= 6, f"{name} from start {start + 1}: LRE {np.round(errors, 2)}"
 
 
@@ -179,4 +179,4 @@ def test_mgh10_from_its_first_start():
         max_steps=5000,
         **TIGHT,
     )
-    assert lre(np.asarray(sol.params), problem.certified).min() >= 6
+    assert lre(problem.labelled(sol.params), problem.certified).min() >= 6

@@ -27,6 +27,6 @@ def test_lm_reaches_certified_parameters(name, linear):
             max_steps=5000,
         )
         assert sol.stats.linear == ("krylov" if linear == "krylov" else "normal")
-        errors = lre(np.asarray(sol.params), problem.certified)
+        errors = lre(problem.labelled(sol.params), problem.certified)
         assert errors.min() >= 6, f"{name} from {start}: LRE {np.round(errors, 2)}"
         assert bool(sol.success), sol.message

@@ -62,6 +62,18 @@ def test_data_dir_is_relative_to_project_root():
     assert (P.DATA_DIR / "nist").is_dir() and (P.DATA_DIR / "minpack").is_dir()
 
 
+def test_interchangeable_terms_are_put_in_the_certified_order():
+    lanczos = P.load_nist("Lanczos3")
+    b = lanczos.certified
+    swapped = np.concatenate([b[4:6], b[0:2], b[2:4]])
+    np.testing.assert_array_equal(lanczos.labelled(swapped), b)
+    gauss = P.load_nist("Gauss1")
+    g = gauss.certified
+    np.testing.assert_array_equal(gauss.labelled(np.concatenate([g[:2], g[5:8], g[2:5]])), g)
+    misra = P.load_nist("Misra1a")
+    np.testing.assert_array_equal(misra.labelled(misra.certified[::-1]), misra.certified[::-1])
+
+
 def test_lre():
     certified = np.array([1.0, 2.0, -3.0, 0.0])
     np.testing.assert_allclose(P.lre([1.0 + 1e-6, 2.0, -3.3, 1e-4], certified), [6, 11, 1, 4])

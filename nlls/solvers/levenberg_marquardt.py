@@ -120,7 +120,7 @@ class LevenbergMarquardt(eqx.Module):
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
         if self.damping == "nielsen":
-            damping = jnp.maximum(damping, self._bounding_damping(jac, point, scale, factor, size))
+            damping = jnp.maximum(damping, self._bounding_damping(point, scale, size))
         return LMState(
             point=point,
             scale=scale,
@@ -130,25 +130,20 @@ class LevenbergMarquardt(eqx.Module):
             radius=radius.astype(params.dtype),
         )
 
-    def _bounding_damping(self, jac, point: Point, scale, factor, size) -> Float[Array, ""]:
-        """The smallest λ whose first step has ``‖Dδ‖ ≤ initial_radius · ‖Dθ₀‖`` (0 when θ₀ = 0).
+    def _bounding_damping(self, point: Point, scale, size) -> Float[Array, ""]:
+        """``‖gₛ‖ / Δ₀`` with ``Δ₀ = initial_radius · ‖Dθ₀‖`` (0 when θ₀ = 0): a damping at which the
+        first step has ``‖Dδ‖ ≤ ‖gₛ‖/λ ≤ Δ₀``.
 
         A far start's Gauss–Newton step can be many times the parameters' own size and carry a
         parameter where the model goes flat (an exponential rate to +∞: its Jacobian column
         vanishes and the solve stalls there, as BoxBOD from NIST's first start did). Bounding the
-        first step as a trust region does keeps it where the linear model is meant. Exact step
-        solvers find λ by Moré's iteration (a few solves, once); on the matrix-free path
-        ``‖gₛ‖/Δ`` bounds it without solves (``‖y(λ)‖ ≤ ‖gₛ‖/λ``)."""
+        first step as a trust region does keeps it where the linear model is meant. The bound is a
+        closed form, not Moré's iteration for the exact λ: that iteration's branches depend on
+        rounding, and a λ₀ that jumps with the last bits of J made solves with the same J to
+        rounding (a chunked and an unchunked Jacobian) drift apart."""
         radius = self.initial_radius * size
         gradient_norm = jnp.linalg.norm(point.grad / scale)
-        safe_radius = jnp.where(size > 0, radius, 1.0)
-        if factor.exact:
-            bound, _ = damping_for_radius(
-                lambda lam: scale * factor.step(jac, lam), gradient_norm, safe_radius
-            )
-        else:
-            bound = gradient_norm / safe_radius
-        return jnp.where(size > 0, bound, 0.0)
+        return jnp.where(size > 0, gradient_norm / jnp.where(size > 0, radius, 1.0), 0.0)
 
     def damping_value(self, state: LMState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: λ (in the trust-region form, the λ of the last trial)."""
