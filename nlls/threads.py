@@ -59,9 +59,10 @@ def _blas_controller() -> threadpoolctl.ThreadpoolController:
 def one_blas_thread() -> Iterator[None]:
     """Hold the BLAS libraries at one thread while the block runs, then put back their setting.
 
-    Entering and leaving cost about 15 µs (most of it threadpoolctl's) against about 100 µs for a
-    warm 3-parameter solve; nothing is changed, and only the check costs, when every BLAS library
-    already runs one thread (``OPENBLAS_NUM_THREADS=1``, or one core)."""
+    Entering and leaving cost about 15 µs, most of it threadpoolctl's; with the wait for the
+    results, a warm 3-parameter solve of about 110 µs takes about 30 µs more (``BENCHMARKS.md``,
+    "BLAS threads"). Nothing is changed, and only the check costs, when every BLAS library already
+    runs one thread (``OPENBLAS_NUM_THREADS=1``, or one core)."""
     global _holder, _depth, _limiter
     this = threading.current_thread()
     with _lock:
