@@ -1,8 +1,8 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all seven by default: nist, minpack, mlp, training, callbacks,
-stochastic, scale), prints progress and the markdown report, saves each suite's raw results to
-``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
+Runs the suites asked for (all eight by default: nist, minpack, mlp, training, callbacks,
+stochastic, scale, threads), prints progress and the markdown report, saves each suite's raw
+results to ``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
 result found in ``bench-out/`` (so the suites can be run one at a time and the report still covers
 all of them).
 """
@@ -33,11 +33,13 @@ from benchmarks import (  # noqa: E402
     report,
     scale,
     stochastic,
+    threads,
     training,
 )
 
-DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5}
-QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1}
+# For threads: rounds of fresh processes, every workload under every setting once a round.
+DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5, "threads": 3}
+QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1, "threads": 1}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,6 +101,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = stochastic.run(verbose=verbose)
     elif suite == "scale":
         result = scale.run(verbose=verbose, quick=args.quick)
+    elif suite == "threads":
+        result = threads.run(rounds=repeats_for(suite, args), verbose=verbose)
     else:
         result = mlp.run(repeats=repeats_for(suite, args), verbose=verbose)
     result["wall_s"] = time.perf_counter() - began

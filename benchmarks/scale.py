@@ -421,6 +421,12 @@ def _describe(result: dict) -> str:
     return text
 
 
+def _environment_prefix() -> str:
+    """``OPENBLAS_NUM_THREADS=…`` as the command line had it, or nothing."""
+    value = os.environ.get("OPENBLAS_NUM_THREADS")
+    return "" if value is None else f"OPENBLAS_NUM_THREADS={value} "
+
+
 def run(verbose: bool = True, quick: bool = False) -> dict:
     """Every case in its own process, the matrix-product rates, and the n×n estimate."""
     import nlls
@@ -501,7 +507,8 @@ def run(verbose: bool = True, quick: bool = False) -> dict:
     return {
         "quick": quick,
         "memory_bytes": os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
-        "command": "OPENBLAS_NUM_THREADS=1 python -m benchmarks --only scale"
+        "command": _environment_prefix()
+        + "python -m benchmarks --only scale"
         + (" --quick" if quick else ""),
         "target_peak_bytes": TARGET_PEAK_BYTES,
         "matmul_rate_f64": rate64,

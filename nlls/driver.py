@@ -31,6 +31,7 @@ from .callbacks import History, StepInfo
 from .problem import raise_non_finite_start
 from .result import Solution
 from .termination import Status
+from .threads import one_blas_thread
 
 
 def run_plan(
@@ -46,31 +47,38 @@ def run_plan(
 ) -> Solution:
     """Run a plan: through ``drive`` when there are callbacks, a time limit or a checkpoint to
     resume; otherwise as its one compiled ``solve`` program (which works under ``jit``/``vmap``,
-    where a non-finite start stays a reported status instead of an error)."""
-    if callbacks or max_time is not None or resume is not None:
-        if any(
-            isinstance(leaf, jax.core.Tracer)
-            for leaf in jax.tree_util.tree_leaves((params0, dynamic))
-        ):
-            raise ValueError(
-                "callbacks, max_time and resume run the loop from Python between compiled "
-                "segments; they cannot be used inside jax.jit or jax.vmap"
-            )
-        return drive(
-            plan,
-            params0,
-            dynamic,
-            max_steps=int(max_steps),
-            callbacks=callbacks,
-            callback_every=callback_every,
-            max_time=max_time,
-            resume=resume,
+    where a non-finite start stays a reported status instead of an error).
+
+    Either way the BLAS libraries are held at one thread until the results are ready
+    (``nlls.threads``); traced into a caller's ``jit``, the solve runs later, outside this limit."""
+    driven = bool(callbacks) or max_time is not None or resume is not None
+    if driven and any(
+        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((params0, dynamic))
+    ):
+        raise ValueError(
+            "callbacks, max_time and resume run the loop from Python between compiled "
+            "segments; they cannot be used inside jax.jit or jax.vmap"
         )
-    solution = plan.solve(params0, dynamic, np.int32(max_steps))
-    if not isinstance(solution.status, jax.core.Tracer):
-        if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
-            raise_non_finite_start(params0)
-    return solution
+    with one_blas_thread():
+        if driven:
+            solution = drive(
+                plan,
+                params0,
+                dynamic,
+                max_steps=int(max_steps),
+                callbacks=callbacks,
+                callback_every=callback_every,
+                max_time=max_time,
+                resume=resume,
+            )
+        else:
+            solution = plan.solve(params0, dynamic, np.int32(max_steps))
+            if isinstance(solution.status, jax.core.Tracer):
+                return solution
+            if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
+                raise_non_finite_start(params0)
+        # Dispatch is asynchronous: the limit must outlast the programs, not just their launch.
+        return jax.block_until_ready(solution)
 
 
 def drive(
