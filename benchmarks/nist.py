@@ -93,7 +93,7 @@ def run(repeats: int = 5, names: list[str] | None = None, verbose: bool = True) 
         for start_index, start in enumerate((problem.start1, problem.start2), start=1):
             timed = time_fits(prepared, start, repeats)
             for solver, (outcome, timing) in zip(solver_list, timed, strict=True):
-                scores = lre(outcome.x, problem.certified)
+                scores = lre(problem.labelled(outcome.x), problem.certified)
                 record = {
                     "problem": name,
                     "difficulty": problem.difficulty,
