@@ -18,17 +18,19 @@ How λ is chosen (``damping``):
 * ``"nielsen"`` (default): λ is the state. Accepted: ``λ ← λ·max(1/3, 1 − (2ρ − 1)³)``; rejected:
   ``λ ← λ·ν``, ``ν ← 2ν`` (Nielsen 1999; ``nlls.damping.nielsen_update``); accepted at the rounding level
   of the cost (``nlls.solvers.base``): ``λ ← √eps·λ``, so the last digits come from Gauss–Newton
-  steps. Initial
-  ``λ₀ = τ · max diag(JₛᵀJₛ)`` with ``Jₛ = J D⁻¹`` (Madsen, Nielsen & Tingleff 2004, τ =
-  ``initial_damping``). One linear solve per trial.
+  steps. Initial ``λ₀ = max(τ · max diag(JₛᵀJₛ), ‖gₛ‖/Δ₀)`` with ``Jₛ = J D⁻¹`` (Madsen, Nielsen &
+  Tingleff 2004, τ = ``initial_damping``) and ``Δ₀ = initial_radius · ‖Dθ₀‖``: the first step is
+  bounded as a trust region's would be (``‖Dδ‖ ≤ ‖gₛ‖/λ₀ ≤ Δ₀``; no bound when θ₀ = 0). One linear
+  solve per trial.
 * ``"trust_region"``: a radius Δ is the state and λ is the smallest damping with ``‖Dδ(λ)‖ ≤ Δ``
   (λ = 0, the Gauss–Newton step, when that fits; ``nlls.damping.damping_for_radius``). Δ follows Moré's
   update (``nlls.damping.more_radius_update``); ``Δ₀ = initial_radius · ‖Dθ₀‖`` (or
   ``initial_radius`` when θ₀ = 0). A few linear solves per trial (cheap on the SVD path), and pure
   Gauss–Newton steps near a minimum: fewer evaluations on small curve fits.
 
-Scaling (Marquardt 1963; Moré 1978): ``D = diag(max over the run of the column norms of J)``, which makes
-the method invariant to the units of each parameter. On by default on the normal path; off by default on
+Scaling (Marquardt 1963; Moré 1978): ``D = diag(max over the run of the column norms of J)``, each
+rounded down to a power of two (so that ``J D⁻¹`` is exact), which makes the method invariant to the
+units of each parameter (up to that factor of at most 2). On by default on the normal path; off by default on
 the minimum-norm path, whose step should be the one of least Euclidean norm.
 
 Geodesic acceleration (Transtrum & Sethna 2012): with the first-order step ``v``, the second-order
