@@ -97,7 +97,8 @@ _MESSAGES = {
     ),
     Status.PRECISION: (
         "precision: converged to working precision (the model predicts no measurable reduction of "
-        "the cost and a step no longer lowers the gradient)"
+        "the cost, and a step measured on the gradient no longer confirms it or changes the "
+        "residual at working precision)"
     ),
 }
 

@@ -103,6 +103,27 @@ def gradient_reduction(point: Point, trial: Point, step: Float[Array, " n"]) -> 
     return -0.5 * ((point.grad + trial.grad) @ step)
 
 
+def judged_by_rounding(
+    point: Point, predicted: Float[Array, ""], actual: Float[Array, ""], regular: Bool[Array, ""]
+) -> tuple[Bool[Array, ""], Bool[Array, ""]]:
+    """``(rounding, candidate)``: whether the prediction is below the cost's rounding, and whether
+    the trial goes on to be refreshed: by the method's ``regular`` test, or at the rounding level
+    when the cost did not rise beyond ``tolerated_rise`` (module docstring)."""
+    rounding = jnp.abs(predicted) < resolution(point.cost)
+    return rounding, jnp.where(rounding, actual >= -tolerated_rise(point.cost), regular)
+
+
+def gradient_ratio(point: Point, trial: Point, step, predicted) -> Float[Array, ""]:
+    """The gain ratio of ``gradient_reduction``: how a rounding-level trial is accepted."""
+    return gain_ratio(gradient_reduction(point, trial, step), predicted)
+
+
+def precision_reached(rounding, stalled, predicted, cost) -> Bool[Array, ""]:
+    """A rounding-level trial ends the solve (``Status.PRECISION``): it ``stalled`` (a step solved
+    exactly was refused by ``gradient_ratio``), or its prediction is at the noise floor."""
+    return rounding & (stalled | (jnp.abs(predicted) <= floor(cost)))
+
+
 class StepReport(eqx.Module):
     """What one trial step did, for the termination tests, the counters and the callbacks."""
 
@@ -117,7 +138,7 @@ class StepReport(eqx.Module):
     failed: Bool[Array, ""]
     finite: Bool[Array, ""]  # the trial's residual (and Jacobian, if computed) were finite
     rounding: Bool[Array, ""]  # judged at the rounding level (predicted reduction < resolution)
-    at_precision: Bool[Array, ""]  # judged there, and the gradient did not decrease: converged
+    at_precision: Bool[Array, ""]  # judged there, and working precision is reached (converged)
 
 
 def column_norms(jac) -> Float[Array, " n"]:
@@ -125,6 +146,12 @@ def column_norms(jac) -> Float[Array, " n"]:
     if not isinstance(jac, jax.Array):
         return jac.column_norms()
     return jnp.sqrt(jnp.sum(jac**2, axis=0))
+
+
+def norm_scale(norms: Float[Array, " n"]) -> Float[Array, " n"]:
+    """The scale of columns with norms ``norms``: each rounded down to a power of two, 1 for a zero
+    column."""
+    return power_of_two(jnp.where(norms > 0, norms, 1.0))
 
 
 def power_of_two(positive: Float[Array, " n"]) -> Float[Array, " n"]:
@@ -153,9 +180,7 @@ def scale_and_curvature(jac, scaling: bool) -> tuple[Float[Array, " n"], Float[A
     n = jac.shape[1]
     if isinstance(jac, jax.Array) or scaling:
         norms = column_norms(jac)
-        scale = (
-            power_of_two(jnp.where(norms > 0, norms, 1.0)) if scaling else jnp.ones(n, jac.dtype)
-        )
+        scale = norm_scale(norms) if scaling else jnp.ones(n, jac.dtype)
         return scale, jnp.max((norms / scale) ** 2, initial=0.0)
     scale = jnp.ones(n, jac.dtype)
     vector = scale / jnp.sqrt(n)
@@ -175,8 +200,7 @@ def initial_scale(jac, scaling: bool) -> Float[Array, " n"]:
     n = jac.shape[1]
     if not scaling:
         return jnp.ones(n, dtype=jac.dtype)
-    norms = column_norms(jac)
-    return power_of_two(jnp.where(norms > 0, norms, 1.0))
+    return norm_scale(column_norms(jac))
 
 
 def updated_scale(scale: Float[Array, " n"], jac, scaling: bool) -> Float[Array, " n"]:
@@ -184,8 +208,7 @@ def updated_scale(scale: Float[Array, " n"], jac, scaling: bool) -> Float[Array,
     down to a power of two."""
     if not scaling:
         return scale
-    norms = column_norms(jac)
-    return jnp.maximum(scale, power_of_two(jnp.where(norms > 0, norms, 1.0)))
+    return jnp.maximum(scale, norm_scale(column_norms(jac)))
 
 
 def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callable[[], Array]):
@@ -228,15 +251,14 @@ def judge_trial(
     predicted: Float[Array, ""],
     accept_threshold: float,
     evaluations: int = 1,
-    exact: bool = True,
 ):
     """Evaluate ``point.params + step`` once and accept it when the gain ratio
     ``ρ = (actual reduction) / predicted`` exceeds ``accept_threshold`` and the residual and Jacobian
     there are finite; the Jacobian and factorisation at the trial point are computed only then. A
     prediction below the rounding level is judged by the gradient instead (module docstring); when
-    such a trial of an ``exact`` step (the damped system solved to rounding) fails, the report says
-    working precision is reached. An inexact (Krylov) step is then only rejected: a shorter one may
-    still gain.
+    such a trial of an exact step (``factor.exact``: the damped system solved to rounding) fails, the
+    report says working precision is reached. An inexact step (Krylov, Steihaug's CG: ``factor`` not
+    exact or ``None``) is then only rejected: a shorter one may still gain.
 
     Returns ``(point, scale, factor, ratio, report)``: the new ones when accepted, the old otherwise;
     at the rounding level ``ratio`` is that of ``gradient_reduction`` (``−∞`` for a rejected trial).
@@ -244,19 +266,16 @@ def judge_trial(
     trial_params = point.params + step
     trial_residual, trial_jacobian = problem.evaluate(trial_params)
     actual = reduction(point.residual, trial_residual)
-    noise = resolution(point.cost)
-    rounding = jnp.abs(predicted) < noise
     ratio = gain_ratio(actual, predicted)
-    candidate = jnp.where(rounding, actual >= -tolerated_rise(point.cost), ratio > accept_threshold)
-
-    def gradient_ratio(trial: Point):
-        return gain_ratio(gradient_reduction(point, trial, step), predicted)
-
+    rounding, candidate = judged_by_rounding(point, predicted, actual, ratio > accept_threshold)
+    exact = factor is not None and factor.exact
     (new_point, new_scale, new_factor), accepted, jac_finite = accept_if(
         candidate,
         lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian),
         (point, scale, factor),
-        keep=lambda new: ~rounding | (gradient_ratio(new) > accept_threshold),
+        keep=lambda new: (
+            ~rounding | (gradient_ratio(point, new, step, predicted) > accept_threshold)
+        ),
     )
     report = StepReport(
         accepted=accepted,
@@ -270,10 +289,10 @@ def judge_trial(
         failed=jnp.asarray(False),
         finite=jnp.isfinite(actual) & jac_finite,
         rounding=rounding,
-        at_precision=rounding
-        & (
-            (candidate & jac_finite & ~accepted & exact) | (jnp.abs(predicted) <= floor(point.cost))
+        at_precision=precision_reached(
+            rounding, candidate & jac_finite & ~accepted & exact, predicted, point.cost
         ),
     )
-    ratio = jnp.where(rounding, jnp.where(accepted, gradient_ratio(new_point), -jnp.inf), ratio)
+    measured = gradient_ratio(point, new_point, step, predicted)
+    ratio = jnp.where(rounding, jnp.where(accepted, measured, -jnp.inf), ratio)
     return new_point, new_scale, new_factor, ratio, report

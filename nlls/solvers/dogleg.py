@@ -120,7 +120,6 @@ class Dogleg(eqx.Module):
             step,
             predicted,
             self.accept_threshold,
-            exact=state.factor.exact,
         )
         radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
         return DoglegState(point, scale, factor, radius), report

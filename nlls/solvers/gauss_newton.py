@@ -28,17 +28,19 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..damping import armijo_holds, gain_ratio
+from ..damping import armijo_holds
 from ..linear import factorize
 from ..problem import FlatProblem
-from ..termination import floor, resolution, tolerated_rise
+from ..termination import resolution
 from .base import (
     Point,
     StepReport,
     accept_if,
     cost_of,
-    gradient_reduction,
+    gradient_ratio,
     jacobian_of,
+    judged_by_rounding,
+    precision_reached,
     reduction,
     refresh,
     start_point,
@@ -89,8 +91,7 @@ class GaussNewton(eqx.Module):
         full_change = jac @ direction
         full_prediction = -slope - 0.5 * (full_change @ full_change)
         # Below the rounding level the full step is judged by the gradient (``solvers.base``).
-        noise = resolution(point.cost)
-        rounding = jnp.abs(full_prediction) < noise
+        rounding = jnp.abs(full_prediction) < resolution(point.cost)
 
         def trial(length):
             residual = problem(point.params + length * direction)
@@ -113,10 +114,8 @@ class GaussNewton(eqx.Module):
             insufficient, backtrack, (one, jnp.asarray(1, jnp.int32), *trial(one))
         )
         actual = reduction(point.residual, trial_residual)
-        found = jnp.where(
-            rounding,
-            actual >= -tolerated_rise(point.cost),
-            descent & sufficient(length, trial_cost),
+        _, found = judged_by_rounding(
+            point, full_prediction, actual, descent & sufficient(length, trial_cost)
         )
         step = length * direction
         trial_params = point.params + step
@@ -135,12 +134,11 @@ class GaussNewton(eqx.Module):
             (point, unit, state.factor),
             keep=lambda new: (
                 ~rounding
-                | (
-                    gain_ratio(gradient_reduction(state.point, new, step), full_prediction)
-                    > self.armijo_constant
-                )
+                | (gradient_ratio(state.point, new, step, full_prediction) > self.armijo_constant)
             ),
         )
+        # Gauss–Newton has no damping to raise: a refused rounding-level step ends the solve.
+        stalled = rounding & found & jac_finite & ~accepted
 
         # On failure, report the full step's predicted reduction: the ftol test then tells a minimum
         # at working precision (nothing left to gain) from a genuine failure.
@@ -156,13 +154,9 @@ class GaussNewton(eqx.Module):
             nfev=trials,
             njev=found.astype(jnp.int32),
             rejected=trials - accepted.astype(jnp.int32),
-            failed=~accepted & ~(rounding & found & jac_finite),
+            failed=~accepted & ~stalled,
             finite=jnp.isfinite(actual) & jac_finite,
             rounding=rounding,
-            at_precision=rounding
-            & (
-                (found & jac_finite & ~accepted)
-                | (jnp.abs(full_prediction) <= floor(state.point.cost))
-            ),
+            at_precision=precision_reached(rounding, stalled, full_prediction, state.point.cost),
         )
         return GNState(point, factor, length), report

@@ -117,7 +117,6 @@ class LevenbergMarquardt(eqx.Module):
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
         point, jac = start_point(problem, params)
         scale, largest = scale_and_curvature(jac, self.uses_scaling(path))
-        factor = factorize(path, jac, point.residual, scale)
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
@@ -126,7 +125,7 @@ class LevenbergMarquardt(eqx.Module):
         return LMState(
             point=point,
             scale=scale,
-            factor=factor,
+            factor=factorize(path, jac, point.residual, scale),
             damping=damping.astype(params.dtype),
             damping_growth=jnp.asarray(2.0, dtype=params.dtype),
             radius=radius.astype(params.dtype),
@@ -195,7 +194,6 @@ class LevenbergMarquardt(eqx.Module):
             predicted,
             self.accept_threshold,
             evaluations,
-            factor.exact,
         )
         if self.damping == "trust_region":
             radius = more_radius_update(

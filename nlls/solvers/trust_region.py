@@ -137,7 +137,6 @@ class TrustRegion(eqx.Module):
             scaled_step / scale,
             predicted,
             self.accept_threshold,
-            exact=False,  # truncated CG
         )
         radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
         return TrustRegionState(point, scale, radius), report
