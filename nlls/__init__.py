@@ -4,7 +4,7 @@ Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Ma
 search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``.
 """
 
-from . import baselines, ode, stochastic
+from . import baselines, ode
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
 from .fitting import FitResult, fit
@@ -17,7 +17,6 @@ from .termination import Status
 __all__ = [
     "baselines",
     "ode",
-    "stochastic",
     "Checkpoint",
     "CheckpointError",
     "Dogleg",

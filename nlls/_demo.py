@@ -112,7 +112,7 @@ def predict(model, ts, data: Data):
 
 @eqx.filter_jit
 def _trajectory(model, ts, y0):
-    """One compiled solve (``nlls.ode.solve`` checks its inputs on every call; the validation
+    """One compiled solve (``nlls.ode.integrate`` checks its inputs on every call; the validation
     metric runs at every History row and must not slow the clock it is recorded on)."""
     term = diffrax.ODETerm(lambda t, u, args: known_terms(t, u) + model(u))
     solution = diffrax.diffeqsolve(

@@ -46,8 +46,10 @@ class StepInfo:
         params: the current parameters (a pytree like ``params0``, as JAX arrays).
         cost: ``½‖r‖²`` at ``params``.
         grad_norm: ``‖Jᵀr‖∞`` at ``params`` (the quantity ``gtol`` tests).
-        damping: Levenberg–Marquardt: λ; dogleg: the trust radius Δ; Gauss–Newton: the last
-            line-search step length α.
+        damping: the method's step control, as its ``damping_value`` reports it:
+            Levenberg–Marquardt: λ; dogleg and trust region: the trust radius Δ; Gauss–Newton: the
+            last line-search step length α; Adam and SGD: the learning rate; L-BFGS: the last
+            line-search step size; minibatch LM: λ = μ‖g‖ of the last trial.
         step_norm: ``‖δ‖₂`` of the last trial step (0 at the start).
         accepted: whether the last trial step was accepted (``False`` at the start).
         nfev, njev: residual and Jacobian evaluations so far.

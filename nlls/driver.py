@@ -94,9 +94,10 @@ def drive(
 ) -> Solution:
     started = time.perf_counter()
     steps_limit = np.int32(max_steps)
+    signature = plan.signature(dynamic)
     if resume is not None:
         like = jax.eval_shape(plan.start, params0, dynamic)[0]
-        state = checkpoint.load(resume, like, plan.signature)
+        state = checkpoint.load(resume, like, signature)
         # A solve stopped from outside (callback, time limit, interrupt) is checkpointed as RUNNING;
         # one that ran out of steps continues up to the new max_steps. Any other status means it
         # had ended (converged or failed), and resuming ends it again at once.
@@ -105,7 +106,7 @@ def drive(
         snapshot = plan.describe(state, params0)
     else:
         state, snapshot = plan.start(params0, dynamic)
-    info = _info(snapshot, started, max_steps, state, plan.signature)
+    info = _info(snapshot, started, max_steps, state, signature)
     if info.status == Status.NONFINITE_START:
         raise_non_finite_start(params0)
 
@@ -117,7 +118,7 @@ def drive(
             # `StepInfo.time` and `max_time` measures solving, not compiling.
             pause_at = np.int32(info.iteration)
             state, snapshot = advance(state, params0, dynamic, steps_limit, pause_at)
-            info = _info(snapshot, time.perf_counter(), max_steps, state, plan.signature)
+            info = _info(snapshot, time.perf_counter(), max_steps, state, signature)
         try:
             for callback in callbacks:
                 if hasattr(callback, "on_start"):
@@ -131,7 +132,7 @@ def drive(
                     break
                 pause_at = np.int32(min(info.iteration + callback_every, np.iinfo(np.int32).max))
                 state, snapshot = advance(state, params0, dynamic, steps_limit, pause_at)
-                info = _info(snapshot, started, max_steps, state, plan.signature)
+                info = _info(snapshot, started, max_steps, state, signature)
                 # From here on `info` describes `state` (until the next segment).
                 stop = False
                 for callback in callbacks:
@@ -144,9 +145,7 @@ def drive(
                 raise
             ended_by = Status.INTERRUPTED
             if info.solver_state is not state:  # interrupted between a segment and its snapshot
-                info = _info(
-                    plan.describe(state, params0), started, max_steps, state, plan.signature
-                )
+                info = _info(plan.describe(state, params0), started, max_steps, state, signature)
 
     final = state if ended_by is None else _with_status(state, ended_by)
     info = dataclasses.replace(info, status=Status(int(final.status)), time=_since(started))
@@ -194,33 +193,6 @@ class _InterruptFlag:
         if self.protects and signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, self._previous)
         return False
-
-
-class HostPlan:
-    """What the plans that are never checkpointed (``nlls.baselines``, ``nlls.stochastic``) share:
-    the compiled programs made from their ``_start``, ``_advance``, ``_finish`` and ``_describe``,
-    and ``solve``: ``start``, one ``advance_donating`` that never pauses, and ``finish``. The one
-    loop body is thus compiled once for plain calls and for the driver's segments, so the iterates
-    are the same by construction."""
-
-    # What drive hands to StepInfo.signature: nothing to match, since these are not checkpointed.
-    signature = ""
-
-    def _compile(self) -> None:
-        self.start = jax.jit(self._start)
-        self.advance = jax.jit(self._advance)
-        # The incoming state's buffers reused for the outgoing one (about 50 µs less per segment
-        # on the 481-parameter MLP on CPU).
-        self.advance_donating = jax.jit(self._advance, donate_argnums=0)
-        self.finish = jax.jit(self._finish)
-        self.describe = jax.jit(self._describe)
-
-    def solve(self, params0, dynamic, max_steps) -> Solution:
-        """The whole run: Python only before the first iteration and after the last."""
-        state, _ = self.start(params0, dynamic)
-        never = np.int32(np.iinfo(np.int32).max)
-        state, _ = self.advance_donating(state, params0, dynamic, max_steps, never)
-        return self.finish(state, params0, dynamic)
 
 
 def _deleted(state) -> bool:

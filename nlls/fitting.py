@@ -62,7 +62,7 @@ class FitResult:
     history: History | None
 
 
-def minimise(
+def solve_with(
     method, residual: Callable[..., Any], params0, args: tuple = (), **options
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` with ``method``: a first-order baseline
@@ -138,14 +138,16 @@ def fit(
             ``method="lm"`` is the stochastic Levenberg–Marquardt method of Bergou, Diouane,
             Kungurtsev & Royer (a fresh batch per iteration, the gain ratio measured on it, the
             damping ``μ‖g‖``), ``"adam"`` and ``"sgd"`` take the same batches; see
-            ``nlls.stochastic``. The History then has one row per epoch, with an ``epoch`` column,
+            ``nlls.solvers.minibatch``. The History then has one row per epoch, with an ``epoch`` column,
             and ``cost`` is the epoch's mean batch cost scaled to the whole set.
         epochs: with ``batch_size``, the number of passes over the data (default 10 when
             ``max_steps`` is not given either; with both, the first reached ends the fit).
         seed: with ``batch_size``, seeds the per-epoch shuffling (default 0).
         solver_options: passed on (``ftol``, ``xtol``, ``gtol``, ``linear``, ``max_time``;
             ``learning_rate`` and the like for a first-order method; with ``batch_size``, the
-            options of ``nlls.stochastic.minimise``).
+            options of the minibatch methods: ``accept_threshold``, ``gradient_threshold``,
+            ``damping_coefficient``, ``min_damping_coefficient``, ``damping_growth`` for LM,
+            ``learning_rate`` and the like for Adam and SGD; see ``nlls.solvers.minibatch``).
 
     The data are cast to the dtype of the trainable parameters.
 
@@ -204,11 +206,11 @@ def fit(
     if jac == "per_sample":
         jac = _per_sample_jacobian(outputs, params0)
     if batch_size is not None:
-        from . import stochastic
+        from ._minibatch import train
 
         if method == "lm" or not isinstance(method, str):
             solver_options["jac"] = jac
-        solution = stochastic.minimise(
+        solution = train(
             method,
             _residual,
             params0,
@@ -230,7 +232,9 @@ def fit(
         options = dict(solver_options, max_steps=1000 if max_steps is None else max_steps)
         if callbacks:
             options.update(callbacks=callbacks, callback_every=callback_every)
-        solution = minimise(method, _residual, params0, (frozen, x, y, weights), jac=jac, **options)
+        solution = solve_with(
+            method, _residual, params0, (frozen, x, y, weights), jac=jac, **options
+        )
     fitted = eqx.combine(solution.params, frozen)
     result_model = fitted
     if as_pair:  # the parameters as the user gave them, not wrapped in the module

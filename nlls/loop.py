@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from . import termination
 from .problem import FlatProblem
 from .termination import Status, Tolerances
 
@@ -37,25 +36,20 @@ class LoopState(eqx.Module):
         return self.method_state.point
 
 
-def init(method, problem: FlatProblem, path: str, params, tol: Tolerances) -> LoopState:
-    """Evaluate residual and Jacobian at the start; flag a non-finite start, or a stationary one."""
+def init(method, problem: FlatProblem, path, params, tol: Tolerances) -> LoopState:
+    """Evaluate the start (``method.init``) and give it its status (``method.start_status``: a
+    non-finite start, a stationary one, or ``RUNNING``)."""
     method_state = method.init(problem, path, params)
-    point = method_state.point
-    finite = jnp.all(jnp.isfinite(params)) & point.finite  # a non-finite residual makes cost inf
-    status = jnp.where(
-        finite,
-        jnp.where(termination.gradient_small(tol, point.grad), Status.GTOL, Status.RUNNING),
-        Status.NONFINITE_START,
-    )
     zero = jnp.asarray(0, jnp.int32)
+    evaluations = jnp.asarray(method.start_evaluations, jnp.int32)
     return LoopState(
         method_state=method_state,
         iterations=zero,
         steps=zero,
-        nfev=jnp.asarray(1, jnp.int32),
-        njev=jnp.asarray(1, jnp.int32),
+        nfev=evaluations,
+        njev=evaluations,
         rejected=zero,
-        status=status.astype(jnp.int32),
+        status=method.start_status(tol, method_state.point),
         step_norm=jnp.zeros((), params.dtype),
         accepted=jnp.asarray(False),
     )
@@ -64,56 +58,42 @@ def init(method, problem: FlatProblem, path: str, params, tol: Tolerances) -> Lo
 def run(
     method,
     problem: FlatProblem,
-    path: str,
+    path,
     tol: Tolerances,
     state: LoopState,
     max_steps,
     pause_at=None,
 ) -> LoopState:
-    """Step until a termination test fires, ``max_steps`` accepted steps are done, or the iteration
-    count (trial steps, accepted or not) reaches ``pause_at``; then the status stays ``RUNNING`` and
-    ``run`` can be called again. Pausing never changes the iterates: the loop body is the same."""
+    """Step until the method's ``verdict`` ends the run, the budget is spent (``max_steps`` accepted
+    steps, or iterations for a method whose ``budget`` counts them), or the iteration count (trial
+    steps, accepted or not) reaches ``pause_at``; then the status stays ``RUNNING`` and ``run`` can
+    be called again. Pausing never changes the iterates: the loop body is the same."""
+
+    def spent(s: LoopState):
+        return (s.iterations if method.budget == "iterations" else s.steps) >= max_steps
 
     def keep_going(s: LoopState):
-        going = (s.status == Status.RUNNING) & (s.steps < max_steps)
+        going = (s.status == Status.RUNNING) & ~spent(s)
         return going if pause_at is None else going & (s.iterations < pause_at)
 
     def body(s: LoopState) -> LoopState:
         method_state, report = method.step(problem, path, s.method_state)
-        status = termination.check(
-            tol,
-            accepted=report.accepted,
-            failed=report.failed,
-            rounding=report.rounding,
-            at_precision=report.at_precision,
-            cost_before=report.cost_before,
-            actual_reduction=report.actual_reduction,
-            predicted_reduction=report.predicted_reduction,
-            step_norm=report.step_norm,
-            params_norm=jnp.linalg.norm(s.point.params),
-            grad=method_state.point.grad,
-        )
-        walled_in = (status == Status.XTOL) & ~report.accepted & ~report.finite
-        status = jnp.where(walled_in, Status.NONFINITE_TRIALS, status)
-        status = jnp.where(
-            (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
-        )
-        steps = s.steps + report.accepted.astype(jnp.int32)
+        status = method.verdict(tol, report, s.point, method_state.point)
         return LoopState(
             method_state=method_state,
             iterations=s.iterations + 1,
-            steps=steps,
+            steps=s.steps + report.accepted.astype(jnp.int32),
             nfev=s.nfev + report.nfev,
             njev=s.njev + report.njev,
             rejected=s.rejected + report.rejected,
-            status=status.astype(jnp.int32),
+            status=status,
             step_norm=report.step_norm.astype(s.step_norm.dtype),
             accepted=report.accepted,
         )
 
     state = jax.lax.while_loop(keep_going, body, state)
-    # The one place max_steps sets the status: keep_going stops the loop at max_steps accepted steps.
-    exhausted = (state.status == Status.RUNNING) & (state.steps >= max_steps)
+    # The one place the budget sets the status: keep_going stops the loop when it is spent.
+    exhausted = (state.status == Status.RUNNING) & spent(state)
     return eqx.tree_at(
         lambda s: s.status,
         state,

@@ -113,7 +113,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .fitting import FIRST_ORDER, FitResult, minimise
+from .fitting import FIRST_ORDER, FitResult, solve_with
 from .jacobian import choose_mode
 
 __all__ = [
@@ -122,7 +122,7 @@ __all__ = [
     "fit",
     "segment_bounds",
     "shooting_residual",
-    "solve",
+    "integrate",
 ]
 
 _MODES = ("auto", "fwd", "rev")
@@ -424,7 +424,7 @@ def fit(
         >>> fn, params = result.model
         >>> print(f"k = {float(params['k']):.6f}, AD mode {result.solution.stats.jac}")
         k = 2.000000, AD mode fwd
-        >>> prediction = nlls.ode.solve(result.model, jnp.array([0.0, 2.0]), ys[0])
+        >>> prediction = nlls.ode.integrate(result.model, jnp.array([0.0, 2.0]), ys[0])
         >>> print(f"{float(prediction[-1, 0]):.6f}")
         0.018316
     """
@@ -469,7 +469,7 @@ def fit(
         options["callbacks"] = callbacks
     if not first_order:
         options["jac"] = residual.mode
-    solution = minimise(method, residual, params0, args, **options)
+    solution = solve_with(method, residual, params0, args, **options)
     return FitResult(
         model=_with_params(field, solution.params["field"]),
         solution=solution,
@@ -477,7 +477,7 @@ def fit(
     )
 
 
-def solve(
+def integrate(
     field,
     ts,
     y0,
@@ -494,12 +494,12 @@ def solve(
     shape ``(T, d)``: predictions and plots of a fitted field (``FitResult.model``). ``field`` and
     the options are as in ``shooting_residual``. A failed solve raises (diffrax's error, e.g. the
     maximum number of steps reached) instead of returning NaN. The inputs are checked on the host,
-    so ``solve`` is not for use inside ``jax.jit``.
+    so ``integrate`` is not for use inside ``jax.jit``.
 
     Example:
         >>> import jax.numpy as jnp, nlls.ode
         >>> decay = (lambda p, t, u: -p * u, jnp.array(2.0))
-        >>> u = nlls.ode.solve(decay, jnp.array([0.0, 1.0]), jnp.array([1.0]))
+        >>> u = nlls.ode.integrate(decay, jnp.array([0.0, 1.0]), jnp.array([1.0]))
         >>> print(f"{float(u[1, 0]):.6f}")
         0.135335
     """
@@ -513,11 +513,11 @@ def solve(
         max_steps=_check_max_steps(max_ode_steps),
         adjoint=dfx.RecursiveCheckpointAdjoint(),
     )
-    return _solve_compiled(integrator, problem.field_params, problem.ts, problem.y0)
+    return _integrate_compiled(integrator, problem.field_params, problem.ts, problem.y0)
 
 
 @eqx.filter_jit
-def _solve_compiled(integrator, field_params, ts, y0):
+def _integrate_compiled(integrator, field_params, ts, y0):
     return integrator(field_params, ts, y0, throw=True)
 
 

@@ -20,6 +20,34 @@ from jaxtyping import Array, Float
 from .jacobian import MatrixFreeJacobian, chunked_jacobian, second_directional_derivative
 
 
+class Samples(eqx.Module):
+    """The data of a minibatch run: ``count`` samples along the leading axis of every leaf of
+    ``data``, ``per_sample`` residuals each, drawn ``batch`` at a time from permutations seeded by
+    ``key`` (a ``jax.random`` key)."""
+
+    data: Any
+    key: Any
+    count: int = eqx.field(static=True)
+    batch: int = eqx.field(static=True)
+    per_sample: int = eqx.field(static=True)
+
+    @property
+    def residuals(self) -> int:  # m
+        return self.count * self.per_sample
+
+    @property
+    def batch_residuals(self) -> int:  # m_𝓑
+        return self.batch * self.per_sample
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.count // self.batch
+
+    def take(self, indices):
+        """The samples at ``indices`` (every leaf indexed alike)."""
+        return jax.tree_util.tree_map(lambda leaf: leaf[indices], self.data)
+
+
 class FlatProblem(eqx.Module):
     """``r(θ)`` on flat vectors, with the Jacobian evaluated in the chosen AD mode.
 
@@ -28,6 +56,8 @@ class FlatProblem(eqx.Module):
     ``matrix_free``: the Jacobian is never formed; ``jacobian`` gives a ``MatrixFreeJacobian``
     (products only). ``chunk``: the most columns (forward mode) or rows (reverse mode) of the
     Jacobian built at once, from the memory budget; ``None`` builds them all in one vmap.
+    ``samples``: the data of a minibatch run, which ``residual_fn`` takes after ``args``
+    (``residual_fn(params, *args, *batch)``); ``on(batch)`` is the problem of one batch.
     """
 
     residual_fn: Callable[..., Any]
@@ -37,6 +67,7 @@ class FlatProblem(eqx.Module):
     user_jac: Callable[..., Any] | None = None
     matrix_free: bool = eqx.field(static=True, default=False)
     chunk: int | None = eqx.field(static=True, default=None)
+    samples: Samples | None = None
 
     def __call__(self, params: Float[Array, " n"]) -> Float[Array, " m"]:
         tree = self.residual_fn(self.unravel_params(params), *self.args)
@@ -74,6 +105,17 @@ class FlatProblem(eqx.Module):
             self.user_jac(self.unravel_params(params), *self.args), dtype=params.dtype
         )
         return self(params), user
+
+    def on(self, batch) -> FlatProblem:
+        """The problem of the samples ``batch`` (a minibatch run's data indexed alike), with the
+        same AD mode."""
+        return FlatProblem(
+            self.residual_fn,
+            (*self.args, *batch),
+            self.unravel_params,
+            self.jac_mode,
+            self.user_jac,
+        )
 
     def operator(self, params: Float[Array, " n"]) -> MatrixFreeJacobian:
         """The Jacobian at ``params`` as products only (``J @ v``, ``J.T @ u``)."""

@@ -14,10 +14,12 @@ from .termination import Status
 class Stats(eqx.Module):
     """Counts and the paths taken.
 
-    ``steps``: accepted steps; ``rejected``: trial steps that were not accepted (rejected LM or
-    trust-region trials, failed line-search trials), counted apart; ``nfev``/``njev``: residual and
-    Jacobian evaluations; ``linear``: ``"normal"`` or ``"min_norm"``; ``jac``: ``"fwd"``, ``"rev"`` or
-    ``"user"``.
+    ``steps``: accepted steps (optimiser updates for a first-order method); ``rejected``: trial steps
+    that were not accepted (rejected LM or trust-region trials, failed line-search trials), counted
+    apart; ``nfev``/``njev``: residual and Jacobian (or gradient) evaluations; ``linear``: the path
+    of the step, ``"normal"``, ``"min_norm"``, ``"krylov"``, or ``"none"`` for a first-order method;
+    ``jac``: how the Jacobian was obtained, ``"fwd"``, ``"rev"``, ``"user"`` (a Jacobian function,
+    e.g. ``fit``'s per-sample one) or ``"fwd+rev"`` (matrix-free products of both kinds).
     """
 
     steps: Int[Array, ""]
@@ -29,7 +31,7 @@ class Stats(eqx.Module):
 
 
 class Solution(eqx.Module):
-    """What ``least_squares`` returns; a pytree, so it passes through ``jit`` and ``vmap``.
+    """What ``least_squares`` (and every other front end) returns; a pytree, so it passes through ``jit`` and ``vmap``.
 
     ``params`` has the structure of ``params0``; ``residual`` that of the residual function's output;
     ``cost = ½‖r‖²``; ``grad = Jᵀr`` (flat); ``status`` is a ``Status`` value (an integer array, one per

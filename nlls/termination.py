@@ -137,8 +137,12 @@ class Tolerances(eqx.Module):
     gtol: float
 
     def clipped(self, dtype) -> Tolerances:
-        eps = float(jnp.finfo(dtype).eps)
-        return Tolerances(ftol=max(self.ftol, eps), xtol=max(self.xtol, eps), gtol=self.gtol)
+        """``ftol`` and ``xtol`` raised to at least the dtype's machine epsilon (they may be
+        traced: the plans pass them as inputs, so a new value does not compile anew)."""
+        eps = jnp.finfo(dtype).eps
+        return Tolerances(
+            ftol=jnp.maximum(self.ftol, eps), xtol=jnp.maximum(self.xtol, eps), gtol=self.gtol
+        )
 
 
 def gradient_small(tol: Tolerances, grad: Float[Array, " n"]) -> Bool[Array, ""]:

@@ -4,15 +4,17 @@ import doctest
 
 import pytest
 
+import nlls._minibatch
 import nlls.baselines
 import nlls.callbacks
 import nlls.fitting
 import nlls.linear
 import nlls.ode
+import nlls.plan
 import nlls.solve
 import nlls.solvers.levenberg_marquardt
+import nlls.solvers.minibatch
 import nlls.solvers.trust_region
-import nlls.stochastic
 
 
 @pytest.mark.parametrize(
@@ -22,7 +24,8 @@ import nlls.stochastic
         nlls.solvers.levenberg_marquardt,
         nlls.solvers.trust_region,
         nlls.linear,
-        nlls.stochastic,
+        nlls._minibatch,
+        nlls.solvers.minibatch,
         nlls.callbacks,
         nlls.fitting,
         nlls.baselines,

@@ -31,7 +31,7 @@ def lotka_volterra(p, t, u):
 def observations(t1: float):
     """21 noise-free observations on [0, t1] from a tight-tolerance solve (rtol = atol = 1e-12)."""
     ts = jnp.linspace(0.0, t1, 21)
-    return ts, nlls.ode.solve((lotka_volterra, TRUE), ts, U0, rtol=1e-12, atol=1e-12)
+    return ts, nlls.ode.integrate((lotka_volterra, TRUE), ts, U0, rtol=1e-12, atol=1e-12)
 
 
 @pytest.fixture(scope="module")

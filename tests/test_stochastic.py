@@ -1,4 +1,4 @@
-"""Minibatch training (``nlls.stochastic``, ``nlls.fit(..., batch_size=B)``): stochastic LM reaches
+"""Minibatch training (``nlls.solvers.minibatch``, ``nlls._minibatch``, ``nlls.fit(..., batch_size=B)``): stochastic LM reaches
 known solutions, the batches cover the data, runs are reproducible, the History is per epoch, and
 bad input is refused."""
 
@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 import nlls
-from nlls import baselines, stochastic
+from nlls import _minibatch, baselines
+from nlls.problem import FlatProblem, Samples
+from nlls.solvers import minibatch
 
 DTYPES = [jnp.float64, jnp.float32]
 
@@ -117,22 +119,21 @@ def test_one_lm_iteration_follows_the_documented_rule(gradient_threshold):
     rng = np.random.default_rng(2)
     x, y, start = rng.standard_normal((12, 3)), rng.standard_normal(12), rng.standard_normal(3)
     data = (jnp.asarray(x), jnp.asarray(y))
-    model = stochastic._Model(lambda p, a, b: a @ p - b, None, (), lambda p: p, "fwd")
-    sizes = stochastic._Sizes(samples=12, batch=4, per_sample=1, params=3)
-    hyper = {
-        "accept_threshold": 0.1,
-        "gradient_threshold": gradient_threshold,
-        "damping_coefficient": 2.0,
-        "min_damping_coefficient": 0.5,
-        "damping_growth": 3.0,
-    }
-    hyper = {name: jnp.asarray(value) for name, value in hyper.items()}
     key = jax.random.key(7)
-    state = stochastic._init(baselines._Kind("lm"), model, hyper, sizes, jnp.asarray(start),
-                             data, key)  # fmt: skip
-    after = stochastic._lm_step(model, "normal", hyper, sizes, data, state)
+    samples = Samples(data, key, count=12, batch=4, per_sample=1)
+    problem = FlatProblem(lambda p, a, b: a @ p - b, (), lambda p: p, "fwd", samples=samples)
+    method = minibatch.StochasticLM(
+        accept_threshold=0.1,
+        gradient_threshold=gradient_threshold,
+        damping_coefficient=2.0,
+        min_damping_coefficient=0.5,
+        damping_growth=3.0,
+    )
+    tol = nlls.plan.NO_TOLERANCES
+    state = nlls.loop.init(method, problem, "normal", jnp.asarray(start), tol)
+    after = nlls.loop.run(method, problem, "normal", tol, state, 1)
 
-    indices = np.asarray(stochastic.next_batch(stochastic.first_batches(key, 12), 4)[1])
+    indices = np.asarray(minibatch.next_batch(minibatch.first_batches(key, 12), 4)[1])
     jac, residual = x[indices], x[indices] @ start - y[indices]
     grad = jac.T @ residual
     damping = 2.0 * np.linalg.norm(grad)
@@ -161,8 +162,8 @@ def test_each_epoch_uses_each_sample_at_most_once_and_reshuffles(samples, batch_
     """Per epoch: ⌊N/B⌋ batches of distinct indices; all N samples when B divides N, else
     N − (N mod B) of them; a new permutation every epoch (N = 7, B = 7: one batch per epoch)."""
     per_epoch = samples // batch_size
-    take = jax.jit(stochastic.next_batch, static_argnums=1)
-    batches = stochastic.first_batches(jax.random.key(3), samples)
+    take = jax.jit(minibatch.next_batch, static_argnums=1)
+    batches = minibatch.first_batches(jax.random.key(3), samples)
     epochs = []
     for _ in range(6):
         indices = []
@@ -311,7 +312,7 @@ def test_minibatch_first_order_methods_run_through_the_same_interface(dtype, met
 
 
 def test_first_order_defaults_are_those_of_the_baselines():
-    for method, defaults in stochastic.FIRST_ORDER_OPTIONS.items():
+    for method, defaults in _minibatch.FIRST_ORDER_OPTIONS.items():
         signature = inspect.signature(getattr(baselines, method)).parameters
         for name, value in defaults.items():
             assert signature[name].default == value, (method, name)
@@ -360,11 +361,12 @@ def test_non_finite_start_and_data_are_refused():
     with pytest.raises(ValueError, match="NaN or infinite"):
         nlls.fit((_dot, jnp.zeros(3)), x, y.at[3].set(jnp.inf), batch_size=16)
     with pytest.raises(ValueError, match="differ in length"):
-        stochastic.minimise("lm", lambda p, a, b: a @ p - b, jnp.zeros(3), (), (x, y[:10]),
+        _minibatch.train("lm", lambda p, a, b: a @ p - b, jnp.zeros(3), (), (x, y[:10]),
                             batch_size=8)  # fmt: skip
 
 
-def test_docstring_examples():
-    result = doctest.testmod(stochastic, optionflags=doctest.NORMALIZE_WHITESPACE)
+@pytest.mark.parametrize("module", [_minibatch, minibatch])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0

@@ -22,6 +22,7 @@ random).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -31,15 +32,24 @@ from jaxtyping import Array, Bool, Float, Int
 from ..damping import gain_ratio
 from ..linear import Krylov, factorize
 from ..problem import FlatProblem
-from ..termination import floor, resolution, tolerated_rise
+from ..termination import (
+    Status,
+    Tolerances,
+    check,
+    floor,
+    gradient_small,
+    resolution,
+    tolerated_rise,
+)
 
 
 class Point(eqx.Module):
     """An accepted iterate with everything evaluated there. ``jac`` is the dense Jacobian, or
-    ``None`` on the matrix-free path (``jacobian_of`` then linearises at ``params`` again)."""
+    ``None`` on the matrix-free path (``jacobian_of`` then linearises at ``params`` again) and for
+    the methods that use gradients only; those keep no ``residual`` either (``None``)."""
 
     params: Float[Array, " n"]
-    residual: Float[Array, " m"]
+    residual: Float[Array, " m"] | None
     cost: Float[Array, ""]
     jac: Float[Array, "m n"] | None
     grad: Float[Array, " n"]
@@ -296,3 +306,78 @@ def judge_trial(
     measured = gradient_ratio(point, new_point, step, predicted)
     ratio = jnp.where(rounding, jnp.where(accepted, measured, -jnp.inf), ratio)
     return new_point, new_scale, new_factor, ratio, report
+
+
+class Method(eqx.Module):
+    """What the compiled loop (``nlls.loop``) and the plan (``nlls.plan``) need of a method.
+
+    A method is an ``eqx.Module`` holding its options. Subclasses define
+
+    * ``init(problem, path, params) -> state``: evaluate the start; ``state.point`` is a ``Point``;
+    * ``step(problem, path, state) -> (state, StepReport)``: one trial step, accepted or not;
+    * ``damping_value(state)``: what ``StepInfo.damping`` reports;
+
+    and may override the hooks below, whose defaults are those of the least-squares methods
+    (Levenberg–Marquardt, Gauss–Newton, dogleg, Steihaug): the termination tests of
+    ``nlls.termination``, a budget of accepted steps, one evaluation at the start, and the final
+    point as it stands. Options that are JAX arrays are traced by the plan (a sweep over them
+    compiles once); the others are part of the compiled program.
+    """
+
+    #: the Jacobian (``"jacobian"``, a linear path is chosen) or only gradients (``"gradient"``:
+    #: reverse mode, no linear path)
+    needs: ClassVar[str] = "jacobian"
+    #: ``max_steps`` counts accepted ``"steps"`` or ``"iterations"`` (trials, accepted or not)
+    budget: ClassVar[str] = "steps"
+    #: whether ``Checkpoint`` and ``resume`` can save and restore a solve
+    checkpointable: ClassVar[bool] = True
+    #: a plain call is one compiled program (usable under ``jax.jit``/``jax.vmap`` in one piece);
+    #: otherwise it is the driver's start, loop and finish programs called in a row, which
+    #: compiles a long loop body once for both uses
+    one_program: ClassVar[bool] = True
+    #: residual and Jacobian evaluations counted at the start
+    start_evaluations: ClassVar[int] = 1
+
+    def start_status(self, tol: Tolerances, point: Point) -> Int[Array, ""]:
+        """``NONFINITE_START``, ``GTOL`` at a stationary start, or ``RUNNING``."""
+        finite = jnp.all(jnp.isfinite(point.params)) & point.finite
+        status = jnp.where(gradient_small(tol, point.grad), Status.GTOL, Status.RUNNING)
+        return jnp.where(finite, status, Status.NONFINITE_START).astype(jnp.int32)
+
+    def verdict(
+        self, tol: Tolerances, report: StepReport, before: Point, after: Point
+    ) -> Int[Array, ""]:
+        """The status after one trial step from ``before`` to ``after`` (``termination.check``): a
+        trial that could not move for non-finite values ends ``NONFINITE_TRIALS``, a failed line
+        search ``LINE_SEARCH_FAILED``."""
+        status = check(
+            tol,
+            accepted=report.accepted,
+            failed=report.failed,
+            rounding=report.rounding,
+            at_precision=report.at_precision,
+            cost_before=report.cost_before,
+            actual_reduction=report.actual_reduction,
+            predicted_reduction=report.predicted_reduction,
+            step_norm=report.step_norm,
+            params_norm=jnp.linalg.norm(before.params),
+            grad=after.grad,
+        )
+        walled_in = (status == Status.XTOL) & ~report.accepted & ~report.finite
+        status = jnp.where(walled_in, Status.NONFINITE_TRIALS, status)
+        return jnp.where(
+            (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
+        ).astype(jnp.int32)
+
+    def open_segment(self, state):
+        """The state at the start of a driver's segment (minibatch runs reset running sums)."""
+        return state
+
+    def close_segment(self, problem: FlatProblem, state):
+        """The state at the end of a segment, as its snapshot reports it."""
+        return state
+
+    def final_point(self, problem: FlatProblem, state, params=None) -> Point:
+        """The point the ``Solution`` reports, with its residual: the state's point, or the point
+        at ``params`` (flat) when given (``EarlyStopping`` restoring the best)."""
+        return state.point if params is None else point_at(problem, params)

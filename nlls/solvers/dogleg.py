@@ -24,6 +24,7 @@ from ..damping import trust_radius_update
 from ..linear import factorize
 from ..problem import FlatProblem
 from .base import (
+    Method,
     Point,
     StepReport,
     default_scaling,
@@ -58,7 +59,7 @@ def dogleg_step(gauss_newton, cauchy, gradient_direction, radius):
     )
 
 
-class Dogleg(eqx.Module):
+class Dogleg(Method):
     """Powell's dogleg trust region.
 
     Args:

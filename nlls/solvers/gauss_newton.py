@@ -33,6 +33,7 @@ from ..linear import factorize
 from ..problem import FlatProblem
 from ..termination import resolution
 from .base import (
+    Method,
     Point,
     StepReport,
     accept_if,
@@ -53,7 +54,7 @@ class GNState(eqx.Module):
     length: Float[Array, ""]  # α of the last line search (1 before the first)
 
 
-class GaussNewton(eqx.Module):
+class GaussNewton(Method):
     """Gauss–Newton with backtracking line search.
 
     Args:
@@ -151,7 +152,8 @@ class GaussNewton(eqx.Module):
                 accepted, -slope * length - 0.5 * (model_change @ model_change), full_prediction
             ),
             step_norm=jnp.where(accepted, jnp.linalg.norm(step), jnp.linalg.norm(direction)),
-            nfev=trials,
+            # the line search's trials, and the accepted point linearised again for its Jacobian
+            nfev=trials + found.astype(jnp.int32),
             njev=found.astype(jnp.int32),
             rejected=trials - accepted.astype(jnp.int32),
             failed=~accepted & ~stalled,

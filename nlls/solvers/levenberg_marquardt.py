@@ -50,6 +50,7 @@ from ..damping import damping_for_radius, more_radius_update, nielsen_update
 from ..linear import factorize
 from ..problem import FlatProblem
 from .base import (
+    Method,
     Point,
     StepReport,
     default_scaling,
@@ -71,7 +72,7 @@ class LMState(eqx.Module):
     radius: Float[Array, ""]  # Δ of the trust-region form
 
 
-class LevenbergMarquardt(eqx.Module):
+class LevenbergMarquardt(Method):
     """Levenberg–Marquardt.
 
     Args:

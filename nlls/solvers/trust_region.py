@@ -27,6 +27,7 @@ from ..krylov import steihaug
 from ..linear import Krylov, scaled_operator
 from ..problem import FlatProblem
 from .base import (
+    Method,
     Point,
     StepReport,
     default_scaling,
@@ -45,7 +46,7 @@ class TrustRegionState(eqx.Module):
     radius: Float[Array, ""]
 
 
-class TrustRegion(eqx.Module):
+class TrustRegion(Method):
     """Trust region with Steihaug–Toint truncated CG.
 
     Args:

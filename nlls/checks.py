@@ -1,0 +1,179 @@
+"""Input checks shared by every front end (``least_squares``, ``fit``, ``ode.fit``, the baselines and
+minibatch training), in one style: each raises ``ValueError`` (or ``TypeError`` for a value of the
+wrong kind) with a message that names the argument, what it got and, where there is one, the fix.
+
+The checks that need the problem's shapes (``params_dtype``, ``residual_size``,
+``user_jacobian_shape``) run once per compiled plan (``nlls.plan``); the others run on every call.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .problem import describe_leaves
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def params_dtype(params0) -> np.dtype:
+    """The one floating dtype of the leaves of ``params0``."""
+    leaves = jax.tree_util.tree_leaves(params0)
+    if not leaves:
+        raise ValueError("params0 has no array leaves: there is nothing to fit")
+    dtypes = {jnp.result_type(leaf) for leaf in leaves}
+    if not all(jnp.issubdtype(d, jnp.floating) for d in dtypes):
+        raise ValueError(
+            f"params0 must hold floating-point arrays, got {describe_leaves(params0)}; "
+            "convert integer starting values with jnp.asarray(x, dtype=float)"
+        )
+    if len(dtypes) > 1:
+        raise ValueError(
+            f"params0 mixes dtypes ({describe_leaves(params0)}); use one floating dtype for all"
+        )
+    return dtypes.pop()
+
+
+def residual_size(residual, params0, args, dtype, call: str = "residual(params0, *args)") -> int:
+    """``m``, the number of residuals, after checking that ``residual`` traces and returns floating
+    arrays of ``dtype``."""
+    try:
+        shape = eqx.filter_eval_shape(residual, params0, *args)
+    except Exception as error:  # the user's function failed to trace: say where
+        raise ValueError(f"calling {call} failed: {error}") from error
+    leaves = jax.tree_util.tree_leaves(shape)
+    if not leaves:
+        raise ValueError("residual returned no arrays")
+    for leaf in leaves:
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise ValueError(
+                f"residual must return floating-point values, got {leaf.dtype}{leaf.shape}"
+            )
+        if leaf.dtype != dtype:
+            raise ValueError(
+                f"residual returns {leaf.dtype} but params0 is {dtype}: the dtypes must match "
+                f"(cast the data or the parameters so both are {dtype} or both {leaf.dtype})"
+            )
+    m = sum(int(np.prod(leaf.shape)) for leaf in leaves)
+    if m == 0:
+        raise ValueError("residual returned an empty array: there is nothing to fit")
+    return m
+
+
+def user_jacobian_shape(jac, params0, args, m: int, n: int, call: str = "jac(params, *args)"):
+    """Check that a user's Jacobian function returns the ``(m, n)`` matrix."""
+    shape = eqx.filter_eval_shape(jac, params0, *args)
+    if not hasattr(shape, "shape") or tuple(shape.shape) != (m, n):
+        got = getattr(shape, "shape", type(shape).__name__)
+        raise ValueError(
+            f"{call} must return the (m, n) = ({m}, {n}) Jacobian of the flattened "
+            f"residual with respect to the flattened parameters, got shape {got}"
+        )
+
+
+def callbacks(given, callback_every, max_time) -> tuple:
+    """The callbacks as a tuple, with ``callback_every`` and ``max_time`` checked."""
+    if callable(given):
+        given = (given,)
+    given = tuple(given or ())
+    for callback in given:
+        if not callable(callback):
+            raise TypeError(
+                f"a callback must be callable (it is given a StepInfo), got {callback!r}"
+            )
+    if isinstance(callback_every, bool) or not (
+        isinstance(callback_every, int | np.integer) and callback_every >= 1
+    ):
+        raise ValueError(f"callback_every must be a positive int, got {callback_every!r}")
+    if max_time is not None and not (isinstance(max_time, int | float) and max_time >= 0):
+        raise ValueError(f"max_time must be a non-negative number of seconds, got {max_time!r}")
+    return given
+
+
+def step_limit(name: str, value) -> int:
+    """A step or iteration budget: a non-negative int that fits the loop's int32 counters."""
+    if isinstance(value, bool) or not (
+        isinstance(value, int | np.integer) and 0 <= value <= INT32_MAX
+    ):
+        raise ValueError(f"{name} must be a non-negative int (below 2**31), got {value!r}")
+    return int(value)
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not (isinstance(value, int | np.integer) and value >= 1):
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def byte_budget(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"max_jacobian_bytes must be a number of bytes, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"max_jacobian_bytes must be positive, got {value!r}")
+    return int(value)
+
+
+def number(name: str, value) -> float:
+    """A finite real number (a hyperparameter)."""
+    if callable(value):
+        raise ValueError(f"{name} must be a number (schedules are not supported), got {value!r}")
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        result = float(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a number, got {value!r}") from error
+    if not np.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return result
+
+
+def positive(name: str, value) -> float:
+    result = number(name, value)
+    if not result > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return result
+
+
+def non_negative(name: str, value) -> float:
+    result = number(name, value)
+    if not result >= 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    return result
+
+
+def decay(name: str, value) -> float:
+    """A decay rate in ``[0, 1)``."""
+    result = number(name, value)
+    if not 0 <= result < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return result
+
+
+def flag(name: str, value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def sample_count(data) -> int:
+    """N, the common length of the leading axis of every leaf of ``data``."""
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError("data holds no arrays: there are no samples to batch")
+    lengths = set()
+    for leaf in leaves:
+        if not eqx.is_array(leaf) or np.ndim(leaf) == 0:
+            raise ValueError(
+                f"every leaf of data must be an array with the samples along its leading axis, "
+                f"got {type(leaf).__name__} of shape {np.shape(leaf)}"
+            )
+        lengths.add(int(np.shape(leaf)[0]))
+    if len(lengths) > 1:
+        raise ValueError(f"the arrays of data differ in length {sorted(lengths)}: they must agree")
+    samples = lengths.pop()
+    if samples == 0:
+        raise ValueError("data holds no samples")
+    return samples

@@ -1,0 +1,411 @@
+"""The plan: everything one call signature fixes, and the compiled programs that run a method on it.
+
+Every front end (``least_squares``, the first-order baselines, ``fit``, minibatch training, ``ode.fit``)
+reaches the engine through ``solve``: it names the residual, the start, the arguments and a ``Setup``
+(the method and the options that change the compiled program), and ``solve`` finds or builds the
+``Plan`` for that signature and runs it, as one compiled program or through the host driver
+(``nlls.driver``) when there are callbacks, a time limit or a checkpoint to resume.
+
+A plan is cached by its key: the residual function, the ``Setup``, and the tree structure, shapes
+and dtypes of ``params0``, of the array arguments and of the data (other arguments by value). Array
+arguments, data, a minibatch run's random key and the options of the method that are JAX arrays
+(the learning rate of Adam, say) travel as traced inputs (``Inputs``), so new values do not
+compile anew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from . import checks, loop
+from .driver import pack_snapshot, run_plan
+from .jacobian import JAC_MODES, choose_mode
+from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
+from .memory import default_jacobian_bytes, plan_memory
+from .problem import FlatProblem, Samples
+from .result import Solution, Stats
+from .solvers.base import Method
+from .termination import Tolerances, succeeded
+
+#: no ftol, xtol or gtol test (the baselines' default gtol is 0; minibatch runs have no tests)
+NO_TOLERANCES = Tolerances(0.0, 0.0, 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What, besides the shapes of the inputs, fixes a plan's programs.
+
+    Attributes:
+        method: the method (its array-valued options are traced, the rest compiled in).
+        jac: ``"auto"``, ``"fwd"``, ``"rev"`` or a function giving the ``(m, n)`` Jacobian.
+        linear: ``"auto"``, ``"normal"``, ``"min_norm"``, ``"krylov"`` or a ``Krylov``.
+        max_jacobian_bytes: the Jacobian's memory budget, ``None`` for the default.
+        batch_size: samples per batch of a minibatch run (then the plan has data); ``None``.
+    """
+
+    method: Method
+    jac: str | Callable[..., Any] = "auto"
+    linear: str | Krylov = "auto"
+    max_jacobian_bytes: int | None = None
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.linear, Krylov) or self.linear in LINEAR_PATHS):
+            raise ValueError(
+                f"linear must be one of {LINEAR_PATHS} or an nlls.Krylov(...), got {self.linear!r}"
+            )
+        if not (callable(self.jac) or self.jac in JAC_MODES):
+            raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {self.jac!r}")
+
+
+class Inputs(NamedTuple):
+    """A plan's traced inputs besides ``params0``."""
+
+    args: list  # the array leaves of args (None where a leaf is static)
+    tol: Tolerances  # ftol, xtol, gtol as arrays of the parameters' dtype
+    data: Any = None  # a minibatch run's samples
+    method: Any = None  # the array-valued options of the method
+    key: Any = None  # a minibatch run's random key
+
+
+class PlanKey(NamedTuple):
+    residual: Callable[..., Any]
+    setup: Setup  # with the method's array-valued options taken out
+    params: Any  # signature(params0)
+    args: Any  # signature of the array arguments
+    args_treedef: Any
+    static_args: tuple
+    data: Any  # signature of the data
+
+
+def solve(
+    residual,
+    params0,
+    args,
+    setup: Setup,
+    *,
+    tolerances: Tolerances = NO_TOLERANCES,
+    data=None,
+    key=None,
+    max_steps: int,
+    callbacks: tuple = (),
+    callback_every: int = 1,
+    max_time: float | None = None,
+    resume=None,
+) -> Solution:
+    """Run ``setup.method`` on ``½‖residual(params, *args)‖²`` (with ``data``, minibatches of it),
+    through the plan of this call signature."""
+    params0 = jax.tree_util.tree_map(as_array, params0)
+    dynamic, static, treedef = split_args(args)
+    method_arrays, method_static = eqx.partition(setup.method, eqx.is_array)
+    plan_key = PlanKey(
+        residual,
+        dataclasses.replace(setup, method=method_static),
+        signature(params0),
+        signature(dynamic),
+        treedef,
+        static,
+        None if data is None else signature(data),
+    )
+    try:
+        plan = _cached_plan(plan_key)
+    except TypeError:  # an unhashable option or argument: validate and compile without the cache
+        plan = Plan(plan_key)
+    plan.check(params0, dynamic, data)
+    # Traced options travel in the parameters' dtype (no promotion, no recompilation).
+    method_arrays = jax.tree_util.tree_map(lambda a: jnp.asarray(a, plan.dtype), method_arrays)
+    tol = jax.tree_util.tree_map(lambda t: jnp.asarray(t, plan.dtype), tolerances)
+    return run_plan(
+        plan,
+        params0,
+        Inputs(dynamic, tol, data, method_arrays, key),
+        max_steps=max_steps,
+        callbacks=callbacks,
+        callback_every=callback_every,
+        max_time=max_time,
+        resume=resume,
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_plan(key: PlanKey) -> Plan:
+    """Plans by call signature. The cache keeps the residual functions it has seen alive (at most
+    128 of them); a residual defined anew for every call (a lambda in a loop) misses it and is
+    validated and compiled every time."""
+    return Plan(key)
+
+
+class Plan:
+    """The validated options, the chosen path and AD mode, and the compiled programs of one call
+    signature.
+
+    ``solve`` runs a whole solve from a plain call. The host driver (``nlls.driver``) uses
+    ``start``, ``advance`` (or ``advance_donating``) and ``finish`` instead: ``loop.init`` and
+    ``loop.run`` split at optimisation barriers, so the iterates do not depend on how a solve is
+    cut into segments. ``describe`` gives the snapshot of a given state (a checkpoint's).
+    """
+
+    def __init__(self, key: PlanKey):
+        self.key = key
+        self.residual = key.residual
+        self.setup = key.setup
+        self.dtype = None
+        self.checked: dict = {}
+        self.start = jax.jit(self._start)
+        self.advance = jax.jit(self._advance)
+        # The same program with the incoming state's buffers reused for the outgoing state (no copy
+        # of J and the factorisation per segment); the driver uses it when it can keep Ctrl-C from
+        # interrupting a segment half-way, since the old state is gone once it is donated.
+        self.advance_donating = jax.jit(self._advance, donate_argnums=0)
+        self.finish = jax.jit(self._finish)
+        self.describe = jax.jit(self._describe)
+        self._one_program = jax.jit(self._solve)
+
+    @property
+    def method(self) -> Method:
+        """The method with its traced options left out (``None``)."""
+        return self.setup.method
+
+    def signature(self, inputs: Inputs) -> str:
+        """A description of the problem, the method and the tolerances that a checkpoint must
+        match; empty for a method that cannot be checkpointed."""
+        if not self.method.checkpointable:
+            return ""
+        tol = Tolerances(*(float(t) for t in (inputs.tol.ftol, inputs.tol.xtol, inputs.tol.gtol)))
+        return self.checked["signature"].replace("{tolerances}", repr(tol))
+
+    def check(self, params0, dynamic, data) -> None:
+        """Validate dtypes and shapes and choose path and AD mode; runs once per plan."""
+        if self.checked:
+            return
+        setup, method = self.setup, self.method
+        args = self.assemble(dynamic)
+        dtype = checks.params_dtype(params0)
+        n = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(params0))
+        samples = None
+        if data is None:
+            rows = m = checks.residual_size(self.residual, params0, args, dtype)
+            call_args, where = args, "(params, *args)"
+        else:
+            samples = _batch_shape(self.residual, params0, args, data, setup.batch_size, dtype)
+            rows, m = samples.batch * samples.per_sample, samples.count * samples.per_sample
+            call_args, where = (
+                (*args, *_batch_like(data, setup.batch_size)),
+                "(params, *args, *batch)",
+            )
+        if method.needs == "gradient":
+            path, chunk, jac_mode = "none", None, "rev"
+        elif callable(setup.jac):
+            checks.user_jacobian_shape(setup.jac, params0, call_args, rows, n, f"jac{where}")
+            jac_mode = "user"
+        else:
+            jac_mode = choose_mode(setup.jac, rows, n)
+        if method.needs == "jacobian" and samples is not None:
+            path, chunk = choose_path(setup.linear, rows, n), None
+        elif method.needs == "jacobian":
+            budget = setup.max_jacobian_bytes or default_jacobian_bytes()
+            probe = FlatProblem(self.residual, tuple(args), ravel_pytree(params0)[1], jac_mode)
+            flat0 = ravel_pytree(params0)[0]
+            path, chunk = plan_memory(setup.linear, jac_mode, probe, flat0, m, n, budget)
+            if isinstance(path, Krylov):
+                jac_mode = "fwd+rev"  # products of both kinds, from the residual itself
+        self.checked.update(path=path, chunk=chunk, jac_mode=jac_mode, samples=samples)
+        if method.checkpointable:
+            self.checked["signature"] = _describe_problem(method, path, jac_mode, params0, m)
+        self.dtype = dtype
+
+    def assemble(self, dynamic) -> tuple:
+        return assemble_args(self.key.args_treedef, self.key.static_args, dynamic)
+
+    def _setup(self, params0, inputs: Inputs):
+        """The problem on flat parameters, the method with its traced options, and the unraveller."""
+        checked = self.checked
+        flat0, unravel = ravel_pytree(params0)
+        samples = checked["samples"]
+        if samples is not None:
+            samples = dataclasses.replace(samples, data=inputs.data, key=inputs.key)
+        problem = FlatProblem(
+            self.residual,
+            tuple(self.assemble(inputs.args)),
+            unravel,
+            checked["jac_mode"],
+            self.setup.jac if callable(self.setup.jac) else None,
+            matrix_free=isinstance(checked["path"], Krylov),
+            chunk=checked["chunk"],
+            samples=samples,
+        )
+        method = eqx.combine(inputs.method, self.method)
+        return problem, method, inputs.tol.clipped(self.dtype), flat0, unravel
+
+    def solve(self, params0, inputs: Inputs, max_steps) -> Solution:
+        """A whole solve from a plain call: one program, or (for a method that asks for it) the
+        driver's three programs in a row, with a loop that never pauses."""
+        if self.method.one_program:
+            return self._one_program(params0, inputs, max_steps)
+        state, _ = self.start(params0, inputs)
+        never = np.int32(checks.INT32_MAX)
+        state, _ = self.advance_donating(state, params0, inputs, max_steps, never)
+        return self.finish(state, params0, inputs)
+
+    def _solve(self, params0, inputs: Inputs, max_steps) -> Solution:
+        problem, method, tol, flat0, unravel = self._setup(params0, inputs)
+        path = self.checked["path"]
+        state = jax.lax.optimization_barrier(loop.init(method, problem, path, flat0, tol))
+        state = loop.run(method, problem, path, tol, state, max_steps)
+        state = jax.lax.optimization_barrier(state)
+        return self._solution(state, method.final_point(problem, state.method_state), problem)
+
+    def _start(self, params0, inputs: Inputs):
+        problem, method, tol, flat0, unravel = self._setup(params0, inputs)
+        path = self.checked["path"]
+        state = jax.lax.optimization_barrier(loop.init(method, problem, path, flat0, tol))
+        return state, self._snapshot(method, state, unravel)
+
+    def _advance(self, state, params0, inputs: Inputs, max_steps, pause_at):
+        problem, method, tol, _, unravel = self._setup(params0, inputs)
+        path = self.checked["path"]
+        state = _with_method_state(state, method.open_segment(state.method_state))
+        state = loop.run(method, problem, path, tol, state, max_steps, pause_at)
+        state = jax.lax.optimization_barrier(state)
+        state = _with_method_state(state, method.close_segment(problem, state.method_state))
+        return state, self._snapshot(method, state, unravel)
+
+    def _finish(self, state, params0, inputs: Inputs, params=None) -> Solution:
+        """The ``Solution`` at the state's point, or at ``params`` (flat) when given."""
+        problem, method, _, _, _ = self._setup(params0, inputs)
+        return self._solution(
+            state, method.final_point(problem, state.method_state, params), problem
+        )
+
+    def _describe(self, state, params0):
+        """The snapshot of a state obtained elsewhere (a checkpoint, or an interrupted segment)."""
+        return self._snapshot(self.method, state, ravel_pytree(params0)[1])
+
+    def _snapshot(self, method, state: loop.LoopState, unravel):
+        return pack_snapshot(state, method.damping_value(state.method_state), unravel)
+
+    def _solution(self, state: loop.LoopState, point, problem: FlatProblem) -> Solution:
+        samples = problem.samples
+        full_args = problem.args if samples is None else (*problem.args, *samples.data)
+        shapes = eqx.filter_eval_shape(
+            self.residual, problem.unravel_params(point.params), *full_args
+        )
+        status = state.status
+        return Solution(
+            params=problem.unravel_params(point.params),
+            cost=point.cost,
+            residual=_unraveler(shapes)(point.residual),
+            grad=point.grad,
+            success=succeeded(status),
+            status=status,
+            stats=Stats(
+                steps=state.steps,
+                nfev=state.nfev,
+                njev=state.njev,
+                rejected=state.rejected,
+                linear=path_name(self.checked["path"]),
+                jac=self.checked["jac_mode"],
+            ),
+        )
+
+
+def _with_method_state(state: loop.LoopState, method_state) -> loop.LoopState:
+    if method_state is state.method_state:
+        return state
+    return eqx.tree_at(lambda s: s.method_state, state, method_state)
+
+
+def _batch_like(data, batch_size: int):
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct((batch_size, *leaf.shape[1:]), leaf.dtype), data
+    )
+
+
+def _batch_shape(residual, params0, args, data, batch_size: int, dtype) -> Samples:
+    """The sizes of a minibatch run (``Samples`` without its data and key), after checking that the
+    residual of a batch is one 1-D array with the same number of entries per sample."""
+    count = checks.sample_count(data)
+    try:
+        shape = eqx.filter_eval_shape(residual, params0, *args, *_batch_like(data, batch_size))
+    except Exception as error:  # the user's function failed to trace: say where
+        raise ValueError(f"calling residual(params0, *args, *batch) failed: {error}") from error
+    if not (hasattr(shape, "shape") and len(shape.shape) == 1):
+        raise ValueError(
+            "with batch_size the residual must return one 1-D array (the residuals of the "
+            f"batch's samples, sample-major), got {shape}"
+        )
+    if shape.dtype != dtype:
+        raise ValueError(
+            f"residual returns {shape.dtype} but params0 is {dtype}: the dtypes must match"
+        )
+    if shape.shape[0] == 0 or shape.shape[0] % batch_size:
+        raise ValueError(
+            f"the residual of a batch of {batch_size} samples has {shape.shape[0]} entries: "
+            "it must have the same number (k ≥ 1) per sample"
+        )
+    return Samples(None, None, count, batch_size, shape.shape[0] // batch_size)
+
+
+def _describe_problem(method, path, jac_mode, params0, m) -> str:
+    treedef = jax.tree_util.tree_structure(params0)
+    leaves = [
+        f"{jnp.result_type(x)}{list(np.shape(x))}" for x in jax.tree_util.tree_leaves(params0)
+    ]
+    return (
+        f"method={method!r}; linear={path}; jac={jac_mode}; {{tolerances}}; "
+        f"params={treedef} {leaves}; residuals={m}"
+    )
+
+
+def _unraveler(shapes):
+    """The inverse of ``ravel_pytree`` for a tree of ``ShapeDtypeStruct``."""
+    leaves, treedef = jax.tree_util.tree_flatten(shapes)
+    sizes = [int(np.prod(leaf.shape)) for leaf in leaves]
+    offsets = np.cumsum([0, *sizes])
+
+    def unravel(flat):
+        parts = [
+            flat[start:stop].reshape(leaf.shape)
+            for start, stop, leaf in zip(offsets[:-1], offsets[1:], leaves, strict=True)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, parts)
+
+    return unravel
+
+
+def split_args(args) -> tuple[list, tuple, Any]:
+    """``(dynamic, static, treedef)`` of the leaves of ``args``. As equinox's ``filter_jit``: arrays
+    are traced (``dynamic``, ``None`` in their place in ``static``); anything else (Python numbers,
+    strings, functions) is static, part of the compiled program and of the cache key."""
+    leaves, treedef = jax.tree_util.tree_flatten(tuple(args))
+    dynamic = [leaf if eqx.is_array(leaf) else None for leaf in leaves]
+    static = tuple(None if eqx.is_array(leaf) else leaf for leaf in leaves)
+    return dynamic, static, treedef
+
+
+def assemble_args(treedef, static: tuple, dynamic: list) -> tuple:
+    """The inverse of ``split_args``."""
+    leaves = [d if s is None else s for d, s in zip(dynamic, static, strict=True)]
+    return tuple(jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def as_array(leaf):
+    return leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+
+
+def signature(tree):
+    """Tree structure, shapes and dtypes: what a compiled program depends on."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(
+        (type(leaf), np.shape(leaf), getattr(leaf, "dtype", None), getattr(leaf, "weak_type", 0))
+        for leaf in leaves
+    )
