@@ -295,7 +295,7 @@ def measure(
 
 def run(repeats: int = 5, max_time_s: float = 180.0, verbose: bool = True) -> dict:
     """Measure the callback overhead on the MLP and on one NIST fit; return a JSON-able dict."""
-    from tests.problems import load_nist
+    from problems import load_nist
 
     x, y = mlp.data()
     mlp_options = {"method": "lm", "ftol": 0.0, "xtol": 0.0, "gtol": 0.0, "max_steps": MLP_STEPS}

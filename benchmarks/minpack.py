@@ -12,9 +12,9 @@ same settings, so their evaluation counts are directly comparable with the refer
   default ``x_scale="jac"`` (MINPACK's ``mode = 1``), Jacobian ``jax.jacfwd``.
 
 A run *passes* when its final ‖F‖ is no worse than MINPACK's, or than one of the other legitimate
-endpoints listed by ``tests.problems`` (``alternative_fnorms``): ``‖F‖ ≤ a·(1 + 1e-6) + 1e-10`` for
-some acceptable ``a``. The absolute 1e-10 treats the zero-residual endpoints (MINPACK prints 0 to
-1e-12 there, which is round-off) as zero.
+endpoints listed by ``problems.minpack`` (``MinpackRun.alternative_fnorms``):
+``‖F‖ ≤ a·(1 + 1e-6) + 1e-10`` for some acceptable ``a``. The absolute 1e-10 treats the
+zero-residual endpoints (MINPACK prints 0 to 1e-12 there, which is round-off) as zero.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def solvers(n: int) -> list:
 
 def run(verbose: bool = True) -> dict:
     """Run every MINPACK test-driver run with nlls and scipy; return per-run records and totals."""
-    from tests.problems import minpack_runs
+    from problems import minpack_runs
 
     records = []
     labels = [s.label for s in solvers(1)]

@@ -1,13 +1,13 @@
 """NIST StRD nonlinear regression: the 19 data sets from both starts, every solver side by side.
 
 Each fit is scored by the log relative error (LRE) of its parameters against NIST's certified
-values, ``-log10(|b - b_cert| / |b_cert|)`` capped at 11 (``tests.problems.lre``); a fit's score is
+values, ``-log10(|b - b_cert| / |b_cert|)`` capped at 11 (``problems.lre``); a fit's score is
 its *minimum* LRE over the parameters, and it passes at a score of at least 6.
 
-Every solver gets the residual ``model(b, x) - y`` of ``tests.problems`` with the data as arguments,
-the same start and float64. Tolerances are as tight as each solver accepts while still terminating
-on its own convergence test (see :data:`SETTINGS`), so that the solvers are compared on the accuracy
-they can reach rather than on where their defaults stop.
+Every solver gets the residual ``model(b, x) - y`` of ``problems.nist`` with the data as
+arguments, the same start and float64. Tolerances are as tight as each solver accepts while still
+terminating on its own convergence test (see :data:`SETTINGS`), so that the solvers are compared on
+the accuracy they can reach rather than on where their defaults stop.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def run(repeats: int = 5, names: list[str] | None = None, verbose: bool = True) 
     Each fit is run once per solver untimed (compilation), then ``repeats`` times with the solvers
     interleaved (:func:`benchmarks.peers.time_fits`); its time is the median of those.
     """
-    from tests.problems import NIST_NAMES, load_nist, lre
+    from problems import NIST_NAMES, load_nist, lre
 
     names = list(NIST_NAMES) if names is None else names
     solver_list = solvers()

@@ -164,7 +164,7 @@ def _nist() -> dict:
 
     import nlls
     from benchmarks.nist import BUDGET, TIGHT
-    from tests.problems import NIST_NAMES, load_nist
+    from problems import NIST_NAMES, load_nist
 
     medians = []
     for name in NIST_NAMES:
