@@ -23,7 +23,7 @@ jax.config.update("jax_enable_x64", True)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for `tests.problems`
+    sys.path.insert(0, str(ROOT))  # for `problems`, the shared problem library
 
 from benchmarks import (  # noqa: E402
     callbacks,

@@ -12,9 +12,9 @@ same settings, so their evaluation counts are directly comparable with the refer
   default ``x_scale="jac"`` (MINPACK's ``mode = 1``), Jacobian ``jax.jacfwd``.
 
 A run *passes* when its final ‖F‖ is no worse than MINPACK's, or than one of the other legitimate
-endpoints listed by ``tests.problems`` (``alternative_fnorms``): ``‖F‖ ≤ a·(1 + 1e-6) + 1e-10`` for
-some acceptable ``a``. The absolute 1e-10 treats the zero-residual endpoints (MINPACK prints 0 to
-1e-12 there, which is round-off) as zero.
+endpoints listed by ``problems.minpack`` (``MinpackRun.alternative_fnorms``):
+``‖F‖ ≤ a·(1 + 1e-6) + 1e-10`` for some acceptable ``a``. The absolute 1e-10 treats the
+zero-residual endpoints (MINPACK prints 0 to 1e-12 there, which is round-off) as zero.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 import nlls
+from benchmarks.markdown import number, run_line, settings_table, table
 from benchmarks.peers import EPS, Nlls, Scipy, time_fit
 
 #: MINPACK's test-driver tolerance, ``sqrt(dpmpar(1))``.
@@ -69,7 +70,7 @@ def solvers(n: int) -> list:
 
 def run(verbose: bool = True) -> dict:
     """Run every MINPACK test-driver run with nlls and scipy; return per-run records and totals."""
-    from tests.problems import minpack_runs
+    from problems import minpack_runs
 
     records = []
     labels = [s.label for s in solvers(1)]
@@ -161,3 +162,103 @@ def summarize(records: list[dict], labels: list[str]) -> dict:
             }
         )
     return {"common_runs": len(common), "rows": rows}
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: this suite's headline bullets and its section of BENCHMARKS.md
+# ----------------------------------------------------------------------------------------------
+
+
+def headline(result: dict) -> list[str]:
+    """The headline bullets: each solver's passes and total nfev against MINPACK's."""
+    rows = result["summary"]["rows"]
+    reference = rows[0]
+    return [
+        f"- MINPACK ({row['runs']} runs): {row['solver']} passes {row['passed']}/"
+        f"{row['runs']}; total nfev {row['total_nfev']} against MINPACK's "
+        f"{reference['total_nfev']} (fewer / equal / more than MINPACK in "
+        f"{row['fewer']} / {row['equal']} / {row['more']} runs)"
+        for row in rows[1:]
+    ]
+
+
+def render(result: dict) -> str:
+    """Totals per solver, then MINPACK's and each solver's final ‖F‖ and nfev, run by run."""
+    labels = result["solvers"]
+    summary = result["summary"]
+    rows = []
+    for row in summary["rows"]:
+        counts = "—" if row["fewer"] is None else f"{row['fewer']} / {row['equal']} / {row['more']}"
+        rows.append(
+            [
+                row["solver"],
+                f"{row['passed']}/{row['runs']}",
+                str(row["total_nfev"]),
+                str(row["total_njev"]),
+                f"{row['common_nfev']} / {row['common_njev']}",
+                counts,
+            ]
+        )
+    totals = table(
+        [
+            "Solver",
+            "passed",
+            "total nfev",
+            "total njev",
+            f"nfev / njev on the {summary['common_runs']} runs all pass",
+            "runs with fewer / equal / more nfev than MINPACK",
+        ],
+        rows,
+        "lrrrrr",
+    )
+    run_rows = []
+    for record in result["records"]:
+        cells = [
+            record["id"],
+            number(record["ref_fnorm"]),
+            str(record["ref_nfev"]),
+            str(record["ref_info"]),
+        ]
+        for label in labels:
+            res = record["results"][label]
+            fnorm = number(res["fnorm"])
+            if not res["passed"]:
+                fnorm = f"**{fnorm}**"
+            elif not _at_known_endpoint(res["fnorm"], record["acceptable_fnorms"]):
+                fnorm += " ◦"
+            cells += [fnorm, number(res["nfev"]), res.get("stop", "")]
+        run_rows.append(cells)
+    headers = ["Run", "MINPACK ‖F‖", "nfev", "info"]
+    for label in labels:
+        headers += [f"{label} ‖F‖", "nfev", "stop"]
+    runs = table(headers, run_rows, "l" + "r" * (len(headers) - 1))
+    return "\n".join(
+        [
+            "## MINPACK-1 test driver (Moré–Garbow–Hillstrom problems)",
+            "",
+            run_line(result),
+            "",
+            "The 53 runs of MINPACK's `lmder` test driver, each from x0, 10·x0 or 100·x0 (the `x1`,",
+            "`x10`, `x100` suffix), against MINPACK's reference output `lmddrv.ref`. Both solvers get",
+            "the driver's settings (`ftol = xtol = sqrt(eps)`, no gradient test, budget 100·(n+1)),",
+            "so nfev is comparable run by run. A run passes when its final ‖F‖ is no worse than",
+            "MINPACK's or than another documented minimum, ‖F‖ ≤ a·(1 + 1e-6) + 1e-10 (the 1e-10",
+            "treats zero-residual endpoints as zero). Failures are in bold; ◦ marks a pass whose ‖F‖",
+            "is lower than MINPACK's but matches no known minimum (a stop short of convergence that",
+            "happens to lie below MINPACK's endpoint). *info* is MINPACK's exit code (1–3",
+            "converged, 4 gradient orthogonal to the residual, 5 evaluation budget spent).",
+            "",
+            settings_table(result["settings"]),
+            "",
+            totals,
+            "",
+            "### Run by run",
+            "",
+            runs,
+        ]
+    )
+
+
+def _at_known_endpoint(fnorm: float, acceptable: list[float]) -> bool:
+    """Whether ``fnorm`` matches one of the known endpoints (same slack as the pass test)."""
+    return any(abs(fnorm - a) <= RTOL_PASS * a + ATOL_PASS for a in acceptable)

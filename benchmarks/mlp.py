@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.markdown import ratio, run_line, seconds, settings_table, table
 from benchmarks.peers import Jaxopt, Nlls, Optimistix, time_fits
 
 LAYERS = (1, 20, 20, 1)
@@ -182,3 +183,84 @@ def run(repeats: int = 5, max_time_s: float = 240.0, verbose: bool = True) -> di
         "initial_mse": initial_mse,
         "rows": rows,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: this suite's headline bullets and its section of BENCHMARKS.md
+# ----------------------------------------------------------------------------------------------
+
+
+def headline(result: dict) -> list[str]:
+    """The headline bullets: nlls LM's time per iteration and final MSE, then each peer's."""
+    rows = result["rows"]
+    lm = rows[0]
+    lines = [
+        f"- MLP ({result['n_params']} parameters, {result['points']} points): nlls LM "
+        f"{seconds(lm['per_iteration_s'])} per iteration, final MSE {lm['mse']:.3g}."
+    ]
+    for row in rows[1:]:
+        lines.append(
+            f"  - vs {row['solver']}: {seconds(row['per_iteration_s'])} per iteration, "
+            f"final MSE {row['mse']:.3g}; time per iteration nlls / peer = "
+            f"{ratio(row['per_iteration_ratio'])} (fastest repeats: "
+            f"{ratio(row.get('best_per_iteration_ratio'))})"
+        )
+    return lines
+
+
+def render(result: dict) -> str:
+    """Time per iteration and final MSE of each solver on the wide MLP problem."""
+    rows = []
+    for row in result["rows"]:
+        iterations = str(row["iterations"])
+        if row.get("accepted") is not None:
+            iterations += f" ({row['accepted']} accepted)"
+        rows.append(
+            [
+                row["solver"],
+                iterations,
+                seconds(row["per_iteration_s"]),
+                ratio(row["per_iteration_ratio"]),
+                seconds(row.get("best_per_iteration_s")),
+                ratio(row.get("best_per_iteration_ratio")),
+                seconds(row["total_s"]),
+                f"{row['mse']:.3g}",
+                seconds(row["first_s"]),
+                row.get("stop", ""),
+            ]
+        )
+    layers = "→".join(str(k) for k in result["layers"])
+    return "\n".join(
+        [
+            "## Wide problem: MLP fit",
+            "",
+            run_line(result),
+            "",
+            f"A {layers} tanh MLP ({result['n_params']} parameters) fitted to sin(3x) on "
+            f"{result['points']} evenly spaced points of [−1, 1] (seed-0 init, initial MSE "
+            f"{result['initial_mse']:.3g}); 300 iterations with the convergence tests off. *time /",
+            "iteration* = median total time after compilation / iterations done (*fastest repeat*:",
+            "the same with the fastest timed repeat, the one a busy machine disturbed least); nlls",
+            "counts rejected steps apart from its `max_steps`, so its iterations are accepted +",
+            "rejected.",
+            "",
+            settings_table(result["settings"]),
+            "",
+            table(
+                [
+                    "Solver",
+                    "iterations",
+                    "time / iteration",
+                    "nlls / peer",
+                    "fastest repeat / iteration",
+                    "nlls / peer (fastest)",
+                    "total",
+                    "final MSE",
+                    "first call",
+                    "stop",
+                ],
+                rows,
+                "lrrrrrrrrl",
+            ),
+        ]
+    )

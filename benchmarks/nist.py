@@ -1,13 +1,13 @@
 """NIST StRD nonlinear regression: the 19 data sets from both starts, every solver side by side.
 
 Each fit is scored by the log relative error (LRE) of its parameters against NIST's certified
-values, ``-log10(|b - b_cert| / |b_cert|)`` capped at 11 (``tests.problems.lre``); a fit's score is
+values, ``-log10(|b - b_cert| / |b_cert|)`` capped at 11 (``problems.lre``); a fit's score is
 its *minimum* LRE over the parameters, and it passes at a score of at least 6.
 
-Every solver gets the residual ``model(b, x) - y`` of ``tests.problems`` with the data as arguments,
-the same start and float64. Tolerances are as tight as each solver accepts while still terminating
-on its own convergence test (see :data:`SETTINGS`), so that the solvers are compared on the accuracy
-they can reach rather than on where their defaults stop.
+Every solver gets the residual ``model(b, x) - y`` of ``problems.nist`` with the data as
+arguments, the same start and float64. Tolerances are as tight as each solver accepts while still
+terminating on its own convergence test (see :data:`SETTINGS`), so that the solvers are compared on
+the accuracy they can reach rather than on where their defaults stop.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nlls
+from benchmarks.markdown import number, ratio, run_line, seconds, settings_table, table
 from benchmarks.peers import Nlls, Optimistix, Scipy, time_fits
 
 #: Score at which a fit passes (the minimum LRE over its parameters).
@@ -80,7 +81,7 @@ def run(repeats: int = 5, names: list[str] | None = None, verbose: bool = True) 
     Each fit is run once per solver untimed (compilation), then ``repeats`` times with the solvers
     interleaved (:func:`benchmarks.peers.time_fits`); its time is the median of those.
     """
-    from tests.problems import NIST_NAMES, load_nist, lre
+    from problems import NIST_NAMES, load_nist, lre
 
     names = list(NIST_NAMES) if names is None else names
     solver_list = solvers()
@@ -164,3 +165,117 @@ def summarize(records: list[dict], labels: list[str]) -> list[dict]:
             }
         )
     return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: this suite's headline bullets and its section of BENCHMARKS.md
+# ----------------------------------------------------------------------------------------------
+
+
+def headline(result: dict) -> list[str]:
+    """The headline bullets: nlls LM's passes, accuracy and time, its variants, then each peer."""
+    rows = result["summary"]
+    lm = rows[0]
+    lines = [
+        f"- NIST StRD ({lm['fits']} fits): nlls LM passes {lm['passed']}/{lm['fits']} at "
+        f"LRE ≥ {result['pass_lre']:g} (mean min LRE {lm['mean_min_lre']:.2f}), median "
+        f"{seconds(lm['median_time_s'])} per fit."
+    ]
+    variants = [row for row in rows[1:] if row["solver"].startswith("nlls")]
+    jitted = next((row for row in variants if "jit" in row["solver"]), None)
+    for row in variants:
+        lines.append(
+            f"  - {row['solver']}: {row['passed']}/{row['fits']} passed, mean min LRE "
+            f"{row['mean_min_lre']:.2f}, median {seconds(row['median_time_s'])} per fit"
+        )
+    for row in rows[1:]:
+        if row in variants:
+            continue
+        also = ""
+        if jitted is not None and row["median_time_s"]:
+            also = (
+                f" ({jitted['solver']} / peer = "
+                f"{ratio(jitted['median_time_s'] / row['median_time_s'])})"
+            )
+        lines.append(
+            f"  - vs {row['solver']}: {row['passed']}/{row['fits']} passed, mean min LRE "
+            f"{row['mean_min_lre']:.2f}, median {seconds(row['median_time_s'])} per fit; "
+            f"time nlls / peer = {ratio(row['time_ratio'])}{also}"
+        )
+    return lines
+
+
+def render(result: dict) -> str:
+    """Summary per solver, then the minimum LRE (and evaluations) of every fit."""
+    labels = result["solvers"]
+    pass_lre = result["pass_lre"]
+    summary_rows = []
+    for row in result["summary"]:
+        kind = result["evals_kind"][row["solver"]]
+        mark = "" if kind == "nfev" else " (steps)"
+        summary_rows.append(
+            [
+                row["solver"],
+                f"{row['passed']}/{row['fits']}",
+                f"{row['mean_min_lre']:.2f}",
+                number(row["total_evals"]) + mark,
+                number(row["mean_evals"], 4),
+                seconds(row["median_time_s"]),
+                ratio(row["time_ratio"]),
+                seconds(row["median_first_s"]),
+            ]
+        )
+    summary = table(
+        [
+            "Solver",
+            f"passed (LRE ≥ {pass_lre:g})",
+            "mean min LRE",
+            "total evals",
+            "mean evals",
+            "median time / fit",
+            "nlls / peer time",
+            "median first call",
+        ],
+        summary_rows,
+        "lrrrrrrr",
+    )
+    by_fit: dict[tuple[str, int], dict[str, dict]] = {}
+    for record in result["records"]:
+        by_fit.setdefault((record["problem"], record["start"]), {})[record["solver"]] = record
+    fit_rows = []
+    for (problem, start), records in by_fit.items():
+        cells = [problem, str(start)]
+        for label in labels:
+            record = records.get(label)
+            if record is None:
+                cells.append("—")
+                continue
+            score = f"{record['min_lre']:.1f}"
+            if record["min_lre"] < pass_lre:
+                score = f"**{score}**"
+            cells.append(f"{score} ({number(record['evals'])})")
+        fit_rows.append(cells)
+    fits = table(["Data set", "start", *labels], fit_rows, "lr" + "r" * len(labels))
+    return "\n".join(
+        [
+            "## NIST StRD nonlinear regression",
+            "",
+            run_line(result),
+            "",
+            "19 data sets × 2 starts. Score of a fit: the minimum over its parameters of the log",
+            "relative error LRE = −log10(|b − b_cert| / |b_cert|), capped at 11 (the number of",
+            f"correct digits); a fit passes at LRE ≥ {pass_lre:g}. *evals* are residual evaluations",
+            "(nfev) for nlls and scipy and steps for optimistix, which reports no evaluation count",
+            "(one residual evaluation per step). *first call* is the warm-up call of the first",
+            "start of each data set, compilation included. Tolerances, chosen as tight as each",
+            "solver accepts while still stopping on its own test (see `benchmarks/nist.py`):",
+            "",
+            settings_table(result["settings"]),
+            "",
+            summary,
+            "",
+            "### Per fit: minimum LRE (evals); below the pass mark in bold",
+            "",
+            fits,
+        ]
+    )

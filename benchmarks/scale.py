@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -54,6 +55,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from benchmarks.markdown import ratio, run_line, seconds, table
 
 TARGET_PEAK_BYTES = 2 * 10**9  # "under 2 GB"
 SEED = 0
@@ -377,26 +380,26 @@ def normal_path_estimate(m: int, n: int, itemsize: int, rate: float) -> dict:
 
 
 def at_step(result: dict, steps: int) -> tuple[float, float]:
-    """``(cost, seconds)`` at the first History row with ``steps`` accepted steps (NaNs if none)."""
+    """``(cost, time)`` at the first History row with ``steps`` accepted steps (NaNs if none)."""
     history = result["history"]
-    for step, cost, seconds in zip(history["step"], history["cost"], history["time"], strict=True):
+    for step, cost, time_s in zip(history["step"], history["cost"], history["time"], strict=True):
         if step >= steps:
-            return cost, seconds
+            return cost, time_s
     return float("nan"), float("nan")
 
 
-def at_time(result: dict, seconds: float) -> float:
-    """The cost at the last History row no later than ``seconds``."""
+def at_time(result: dict, time_s: float) -> float:
+    """The cost at the last History row no later than ``time_s`` seconds."""
     history = result["history"]
-    return min(c for c, t in zip(history["cost"], history["time"], strict=True) if t <= seconds)
+    return min(c for c, t in zip(history["cost"], history["time"], strict=True) if t <= time_s)
 
 
 def time_to_cost(result: dict, cost: float) -> float:
     """Seconds (History clock) until the cost is first at or below ``cost`` (NaN if never)."""
     history = result["history"]
-    for value, seconds in zip(history["cost"], history["time"], strict=True):
+    for value, time_s in zip(history["cost"], history["time"], strict=True):
         if value <= cost:
-            return seconds
+            return time_s
     return float("nan")
 
 
@@ -516,6 +519,315 @@ def run(verbose: bool = True, quick: bool = False) -> dict:
         "big": big,
         "wide": wide,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: this suite's headline bullets and its section of BENCHMARKS.md
+# ----------------------------------------------------------------------------------------------
+
+
+def headline(result: dict) -> list[str]:
+    """The headline bullet: peak memory at 10⁶ parameters, blocked and full batch, against the
+    target (none when either case did not finish)."""
+    big = result["big"]
+    full, blocked = big["cases"].get("big-full", {}), big["cases"].get("big-blocked", {})
+    if "iterations" not in full or "iterations" not in blocked:
+        return []
+    return [
+        f"- Scale ({big['n_params']:,} parameters, {big['samples']:,} residuals, matrix-free LM "
+        f"step): peak {_gigabytes(blocked['peak_rss_bytes'])} with the residual in checkpointed "
+        f"blocks ({_verdict(blocked)}: < {_gigabytes(result['target_peak_bytes'])}), "
+        f"{_gigabytes(full['peak_rss_bytes'])} full batch ({_verdict(full)})."
+    ]
+
+
+def render(result: dict) -> str:
+    """Peak memory and time per step at 10⁶ parameters; the m×m path against Krylov and the
+    n×n estimate at n = 10⁵, m = 10³."""
+    big, wide = result["big"], result["wide"]
+    big_layers = "→".join(str(k) for k in big["layers"])
+    wide_layers = "→".join(str(k) for k in wide["layers"])
+    quick = " (`--quick` sizes)" if result.get("quick") else ""
+    return "\n".join(
+        [
+            "## Scale: matrix-free LM at 10⁶ parameters; the m×m path against Krylov",
+            "",
+            run_line(result),
+            "",
+            _scale_machine(result),
+            "",
+            "Each case runs in a fresh process; *peak RSS* is `/usr/bin/time -v`'s maximum",
+            "resident set size of that whole process (Python, JAX, data, compilation, solve), and",
+            "*solver share* is that minus the peak of a baseline process that only imports JAX and",
+            "nlls and builds the data and the starting parameters. Times come from `nlls.History`",
+            "(after every iteration): *setup* is compilation and the starting point (the rest of",
+            "the call), *time / iteration* a trial step, accepted or not. Tolerances off",
+            "(`ftol = xtol = gtol = 0`). *CGLS iterations*: per LM step, the count the damped",
+            "CGLS solve returned.",
+            "",
+            f"### {big['n_params']:,} parameters, {big['samples']:,} residuals{quick}",
+            "",
+            f"MLP {big_layers} (tanh), float32, on synthetic regression data; a dense J would take "
+            f'{_gigabytes(big["dense_jac_bytes"])}. *auto / ran*: the path `linear="auto"` '
+            "chooses (read from `sol.stats.linear` of the solve traced by `jax.eval_shape`), and "
+            f"the path of the measured solve, `nlls.Krylov(max_steps={big['krylov_max_steps']})`, "
+            f"{big['lm_steps']} LM step(s).",
+            "",
+            table(
+                [
+                    "residual",
+                    "peak RSS",
+                    "solver share",
+                    f"< {_gigabytes(result['target_peak_bytes'])}",
+                    "auto / ran",
+                    "setup",
+                    "time / LM step",
+                    "CGLS iterations",
+                    "cost",
+                    "load",
+                ],
+                _scale_big_rows(big),
+                "lrrllrrrrr",
+            ),
+            "",
+            f"### n = {wide['n_params']:,} parameters, m = {wide['samples']:,} residuals{quick}",
+            "",
+            f"MLP {wide_layers} (tanh), float64: J is {_gigabytes(wide['dense_jac_bytes'])}, its "
+            f"m×m Gram matrix {_gigabytes(wide['min_norm_gram_bytes'])}. *iterations (accepted)*: "
+            f"the m×m runs stop after {wide['lm_steps']} accepted steps (reverse mode: "
+            f"{wide['rev_lm_steps']}; its iterates are those of `nlls.fit`), the Krylov runs "
+            f"after {wide['equal_time_s']:g} s. *time to cost*: until the cost first reached "
+            f"{wide['common_cost']:.3g}, the largest final cost of the `fit` and Krylov runs. The",
+            "n×n estimate: J and JᵀJ held, and 2mn² + n³/3 flops (forming JᵀJ, Cholesky) at the",
+            "measured float64 rate "
+            f"({_long_seconds(wide['normal_estimate']['gram_s'])} + "
+            f"{_long_seconds(wide['normal_estimate']['cholesky_s'])}), J's own cost not counted. "
+            "*load*: the 1-minute load average when the case's process started.",
+            "",
+            table(
+                [
+                    "path",
+                    "peak RSS",
+                    "solver share",
+                    "setup",
+                    "time / iteration",
+                    "iterations (accepted)",
+                    f"cost after {wide['lm_steps']} steps",
+                    f"time for {wide['lm_steps']} steps",
+                    f"cost at {wide['equal_time_s']:g} s",
+                    "time to cost",
+                    "load",
+                ],
+                _scale_wide_rows(wide),
+                "lrrrrrrrrrr",
+            ),
+            "",
+            _scale_reading(result),
+        ]
+    )
+
+
+def _scale_machine(result: dict) -> str:
+    machine = result.get("machine", {})
+    return (
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
+        f"{_gigabytes(result.get('memory_bytes'))} RAM; jitted 2000×2000 matrix product "
+        f"{result['matmul_rate_f64'] / 1e9:.1f} GFLOP/s in float64, "
+        f"{result['matmul_rate_f32'] / 1e9:.1f} GFLOP/s in float32 (this run). Command: "
+        f"`{result['command']}`."
+    )
+
+
+def _scale_big_rows(big: dict) -> list[list[str]]:
+    labels = {
+        "big-baseline": "baseline: imports, data, start",
+        "big-full": "full batch",
+        "big-blocked": f"blocked: {big['blocks']} × {big['samples'] // big['blocks']:,} samples, "
+        "`jax.checkpoint`",
+    }
+    rows = []
+    for case, label in labels.items():
+        run = big["cases"].get(case)
+        if run is None or "error" in run:
+            rows.append([label, "error" if run else "not run", *[""] * 7, _load(run)])
+        elif case == "big-baseline":
+            rows.append([label, _gigabytes(run["peak_rss_bytes"]), *["—"] * 7, _load(run)])
+        else:
+            rows.append(
+                [
+                    label,
+                    _gigabytes(run["peak_rss_bytes"]),
+                    _gigabytes(run["solver_bytes"]),
+                    "**yes**" if run["meets_target"] else "no",
+                    f"`{run['auto_linear']}` / `{run['linear']}`",
+                    seconds(run["setup_s"]),
+                    seconds(run["per_iteration_s"]),
+                    ", ".join(str(k) for k in run["cgls_iterations"]),
+                    f"{run['initial_cost']:.4g} → {run['final_cost']:.4g}",
+                    _load(run),
+                ]
+            )
+    return rows
+
+
+def _scale_wide_rows(wide: dict) -> list[list[str]]:
+    labels = {
+        "wide-min-norm-rev": "m×m `min_norm`, `least_squares(jac='rev')`",
+        "wide-min-norm-fit": "m×m `min_norm`, `nlls.fit` (per-sample J)",
+        "wide-krylov": f"`krylov` (forcing term, cap {wide['krylov_max_steps']})",
+        "wide-krylov-tight": f"`krylov` (tolerance {wide['krylov_tight_tolerance']:g}, cap "
+        f"{wide['krylov_max_steps']})",
+    }
+    baseline = wide["cases"].get("wide-baseline")
+    peak = _gigabytes(baseline.get("peak_rss_bytes")) if baseline else "not run"
+    rows = [["baseline: imports, data, start", peak, *["—"] * 8, _load(baseline)]]
+    for case, label in labels.items():
+        run = wide["cases"].get(case)
+        if run is None or "error" in run:
+            rows.append([label, "error" if run else "not run", *[""] * 8, _load(run)])
+            continue
+        short = run["steps"] < wide["lm_steps"]  # the reverse-mode run does fewer steps
+        rows.append(
+            [
+                label,
+                _gigabytes(run["peak_rss_bytes"]),
+                _gigabytes(run["solver_bytes"]),
+                seconds(run["setup_s"]),
+                seconds(run["per_iteration_s"]),
+                f"{run['iterations']} ({run['steps']})",
+                f"({run['steps']} steps: {run['final_cost']:.3g})"
+                if short
+                else f"{run['cost_after_steps']:.3g}",
+                "—" if short else seconds(run["time_for_steps_s"]),
+                f"{run['cost_at_equal_time']:.3g}"
+                if run["solve_s"] >= wide["equal_time_s"]
+                else "—",
+                seconds(run.get("time_to_common_cost_s")),
+                _load(run),
+            ]
+        )
+    estimate = wide["normal_estimate"]
+    rows.append(
+        [
+            "n×n `normal` (not run: estimate)",
+            f"≥ {_gigabytes(estimate['bytes'])}",
+            f"J {_gigabytes(estimate['jac_bytes'])} + JᵀJ {_gigabytes(estimate['gram_bytes'])}",
+            "—",
+            f"≈ {_long_seconds(estimate['per_step_s'])} per accepted step",
+            *["—"] * 6,
+        ]
+    )
+    return rows
+
+
+def _scale_reading(result: dict) -> str:
+    """One paragraph on the numbers: the 2 GB target, then the ratios of the wide problem."""
+    big, wide = result["big"], result["wide"]
+    full, blocked = big["cases"].get("big-full", {}), big["cases"].get("big-blocked", {})
+    sentences = []
+    if "iterations" in full and "iterations" in blocked:
+        sentences.append(
+            f"The {_gigabytes(result['target_peak_bytes'])} target at "
+            f"{big['n_params']:,} parameters and {big['samples']:,} residuals was "
+            f"{_verdict(blocked)} by the blocked residual, peak "
+            f"{_gigabytes(blocked['peak_rss_bytes'])} for the whole process "
+            f"({_gigabytes(blocked['solver_bytes'])} above the baseline), and {_verdict(full)} "
+            f"by the full-batch one, peak {_gigabytes(full['peak_rss_bytes'])} "
+            f"({_gigabytes(full['solver_bytes'])} above the baseline, "
+            f"{ratio(full['solver_bytes'] / blocked['solver_bytes'])} the blocked one's share). "
+            "The full-batch linearisation holds the hidden activations of every sample (one "
+            f"{big['samples']:,} × {max(big['layers'])} float32 array is "
+            f"{_gigabytes(4 * big['samples'] * max(big['layers']))}) and each product makes "
+            "more of that size; the blocked one keeps only its inputs and recomputes one "
+            "block's activations per product."
+        )
+        cgls = full["cgls_iterations"] + blocked["cgls_iterations"]
+        capped = max(cgls, default=0) >= big["krylov_max_steps"]
+        sentences.append(
+            f"An LM step took {seconds(full['per_iteration_s'])} (full batch) and "
+            f"{seconds(blocked['per_iteration_s'])} (blocked, "
+            f"{ratio(blocked['per_iteration_s'] / full['per_iteration_s'])}); CGLS iterations "
+            f"per step: {', '.join(str(k) for k in full['cgls_iterations'])} (full batch) and "
+            f"{', '.join(str(k) for k in blocked['cgls_iterations'])} (blocked), so "
+            + (
+                f"the cap of {big['krylov_max_steps']} was reached."
+                if capped
+                else f"the forcing term stopped CGLS before the cap of {big['krylov_max_steps']}."
+            )
+            + f" Setup ({seconds(full['setup_s'])} and {seconds(blocked['setup_s'])}) is "
+            "compilation and the starting point, where the initial damping alone takes 8 power "
+            "iterations (16 Jacobian products)."
+        )
+    runs = wide["cases"]
+    fit, rev = runs.get("wide-min-norm-fit", {}), runs.get("wide-min-norm-rev", {})
+    krylov, tight = runs.get("wide-krylov", {}), runs.get("wide-krylov-tight", {})
+    if all("history" in r for r in (fit, rev, krylov, tight)):
+        estimate = wide["normal_estimate"]
+        step_fit = fit["time_for_steps_s"] / wide["lm_steps"]
+        at_time = {
+            name: run["cost_at_equal_time"]
+            for name, run in (("m×m", fit), ("Krylov", krylov), ("fixed-tolerance Krylov", tight))
+        }
+        best = min(at_time, key=at_time.get)
+        sentences.append(
+            f"At n = {wide['n_params']:,}, m = {wide['samples']:,} the m×m path took "
+            f"{seconds(fit['per_iteration_s'])} per iteration through `nlls.fit` and "
+            f"{seconds(rev['per_iteration_s'])} with the reverse-mode Jacobian "
+            f"({ratio(rev['per_iteration_s'] / fit['per_iteration_s'])}; m VJPs of the whole "
+            f"batch); forming JJᵀ alone is 2m²n flops, {seconds(wide['min_norm_gram_s'])} at "
+            f"the measured rate. Peaks: {_gigabytes(fit['peak_rss_bytes'])} (`fit`) and "
+            f"{_gigabytes(rev['peak_rss_bytes'])} (reverse mode, whose blocks of VJPs are sized "
+            "to the default `max_jacobian_bytes`, a quarter of the free memory: "
+            f"{_gigabytes(rev.get('default_budget_bytes'))} in that process) against "
+            f"{_gigabytes(krylov['peak_rss_bytes'])} for Krylov. A Krylov iteration took "
+            f"{seconds(krylov['per_iteration_s'])} (forcing term; "
+            f"{ratio(krylov['per_iteration_s'] / fit['per_iteration_s'])} the m×m path's) and "
+            f"{seconds(tight['per_iteration_s'])} (tolerance {wide['krylov_tight_tolerance']:g}), "
+            f"but after {wide['lm_steps']} accepted steps the costs were "
+            f"{krylov['cost_after_steps']:.3g} and {tight['cost_after_steps']:.3g} against "
+            f"{fit['cost_after_steps']:.3g} for the m×m step, solved to rounding. In equal time "
+            f"({wide['equal_time_s']:g} s) the costs were {at_time['m×m']:.3g} (m×m), "
+            f"{at_time['Krylov']:.3g} (Krylov, forcing term) and "
+            f"{at_time['fixed-tolerance Krylov']:.3g} (Krylov, tolerance "
+            f"{wide['krylov_tight_tolerance']:g}): {best} ahead. The n×n normal path would hold "
+            f"{_gigabytes(estimate['bytes'])} (this machine has "
+            f"{_gigabytes(result.get('memory_bytes'))}) and take about "
+            f"{_long_seconds(estimate['per_step_s'])} per step at the same rate, "
+            f"{ratio(estimate['per_step_s'] / step_fit)} the m×m path's time per accepted step."
+        )
+        # The Gram product of an m×m iteration alone, over that iteration's whole time: a lower
+        # bound on the rate this machine reached on large products in this run.
+        implied = wide["min_norm_gram_s"] * result["matmul_rate_f64"] / fit["per_iteration_s"]
+        if implied > result["matmul_rate_f64"]:
+            faster = estimate["per_step_s"] * result["matmul_rate_f64"] / implied
+            sentences.append(
+                f"The 2000×2000 rate understates large products: the m×m iterations imply at "
+                f"least {implied / 1e9:.3g} GFLOP/s, at which the n×n step would still take "
+                f"about {_long_seconds(faster)}."
+            )
+    return " ".join(sentences)
+
+
+def _verdict(run: dict) -> str:
+    return "**met**" if run["meets_target"] else "**missed**"
+
+
+def _load(run: dict | None) -> str:
+    return f"{run['load_before']:.1f}" if run and "load_before" in run else "—"
+
+
+def _long_seconds(value: float | None) -> str:
+    """A duration that may run to hours (``seconds`` up to an hour, then ``3.7 h``)."""
+    if value is None or not math.isfinite(value) or value < 3600:
+        return seconds(value)
+    return f"{value / 3600:.3g} h"
+
+
+def _gigabytes(value: float | None) -> str:
+    """Bytes as GB (10⁹), three significant digits."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value / 1e9:.3g} GB"
 
 
 def main(argv: list[str] | None = None) -> None:

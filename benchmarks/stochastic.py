@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nlls
+from benchmarks.markdown import ratio, run_line, seconds, table
 
 SAMPLES = 100_000
 VAL_SAMPLES = 10_000
@@ -244,3 +245,100 @@ def run(verbose: bool = True) -> dict:
         "dtype": jnp.dtype(DTYPE).name,
         "common_slack": COMMON_SLACK,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: this suite's headline bullets and its section of BENCHMARKS.md
+# ----------------------------------------------------------------------------------------------
+
+
+def headline(result: dict) -> list[str]:
+    """The headline bullets: time to the common validation MSE, LM against Adam, per problem."""
+    lines = []
+    for problem in result["problems"]:
+        common = next(t for t in problem["targets"] if t["target"] == "common")
+        lines.append(
+            f"- Minibatch ({problem['problem']}, {problem['samples']:,} samples, "
+            f"{problem['n_params']} parameters, B = {result['batch_size']}): to validation MSE "
+            f"{common['val_mse']:.3g}, minibatch LM ({common['lm_setting']}) "
+            f"{seconds(common['lm_time_s'])}, minibatch Adam ({common['adam_setting']}) "
+            f"{seconds(common['adam_time_s'])}; LM / Adam = {ratio(common['ratio'])}."
+        )
+    return lines
+
+
+def render(result: dict) -> str:
+    """Per problem: every setting's epochs and best validation MSE, then the times to targets."""
+    parts = [
+        "## Minibatch training: stochastic LM against minibatch Adam",
+        "",
+        run_line(result),
+        "",
+        __doc__.split("\n\n", 1)[1].strip(),
+    ]
+    for problem in result["problems"]:
+        rows = [
+            [
+                run["method"],
+                run["setting"],
+                f"{run['epochs']:g}",
+                str(run["iterations"]),
+                str(run["rejected"]),
+                seconds(run["per_epoch_s"]),
+                f"{run['best_val_mse']:.4g}",
+                f"{run['final_val_mse']:.4g}",
+            ]
+            for run in problem["runs"]
+        ]
+        target_rows = [
+            [
+                target["target"],
+                f"{target['val_mse']:.4g}",
+                f"{_bracket(target['lm_after_s'], target['lm_time_s'])} ({target['lm_setting']})",
+                f"{_bracket(target['adam_after_s'], target['adam_time_s'])} "
+                f"({target['adam_setting']})",
+                ratio(target["ratio"]),
+            ]
+            for target in problem["targets"]
+        ]
+        layers = "→".join(str(k) for k in problem["layers"])
+        parts += [
+            "",
+            f"### {problem['problem']}: {layers} ({problem['n_params']} parameters), "
+            f"{problem['samples']:,} samples",
+            "",
+            f"Initial validation MSE {problem['initial_val_mse']:.4g}; noise variance "
+            f"{problem['noise_floor_mse']:.4g}; budget {result['budget_s']:g} s per setting; "
+            f"B = {result['batch_size']}; {result['dtype']}.",
+            "",
+            table(
+                [
+                    "method",
+                    "setting",
+                    "epochs",
+                    "iterations",
+                    "rejected",
+                    "time / epoch",
+                    "best val MSE",
+                    "final val MSE",
+                ],
+                rows,
+                "llrrrrrr",
+            ),
+            "",
+            table(
+                ["target", "val MSE", "minibatch LM", "minibatch Adam", "LM / Adam"],
+                target_rows,
+                "lrrrr",
+            ),
+        ]
+    return "\n".join(parts)
+
+
+def _bracket(after: float | None, at: float | None) -> str:
+    """``≥ a, ≤ b``: the target was first seen at ``b``, and not yet at ``a``."""
+    if at is None or not math.isfinite(at):
+        return "not reached"
+    if after is None or not math.isfinite(after):
+        return seconds(at)
+    return f"{seconds(after)} – {seconds(at)}"

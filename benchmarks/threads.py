@@ -45,6 +45,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.markdown import blas_line, ratio, run_line, seconds, table
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TARGET = 1.25
@@ -164,7 +166,7 @@ def _nist() -> dict:
 
     import nlls
     from benchmarks.nist import BUDGET, TIGHT
-    from tests.problems import NIST_NAMES, load_nist
+    from problems import NIST_NAMES, load_nist
 
     medians = []
     for name in NIST_NAMES:
@@ -358,6 +360,100 @@ def run(rounds: int = 3, verbose: bool = True) -> dict:
         "blas": blas_libraries(),
         "rows": rows,
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: this suite's headline bullets and its section of BENCHMARKS.md
+# ----------------------------------------------------------------------------------------------
+
+
+def headline(result: dict) -> list[str]:
+    """The headline bullet: default environment against one thread on the aimed workloads."""
+    aimed = [row for row in result["rows"] if row["target"]]
+    ratios = ", ".join(f"{row['workload']} {ratio(row['default_ratio'])}" for row in aimed)
+    worst = max(aimed, key=lambda row: row.get("limit_off_ratio", 0.0))
+    return [
+        f"- BLAS threads (default environment / `OPENBLAS_NUM_THREADS=1`, aim ≤ "
+        f"{result['target_ratio']:g}×): {ratios}; without nlls's limit the {worst['workload']} "
+        f"took {ratio(worst.get('limit_off_ratio'))} the 1-thread time."
+    ]
+
+
+def render(result: dict) -> str:
+    """Each workload in fresh processes: default environment, nlls's limit off, one thread."""
+    rows = []
+    for row in result["rows"]:
+        rows.append(
+            [
+                row["workload"],
+                row["description"],
+                _threads_cell(row, "default"),
+                _threads_cell(row, "limit off"),
+                _threads_cell(row, "1 thread"),
+                ratio(row["default_ratio"]),
+                ratio(row.get("limit_off_ratio")),
+                f"≤ {result['target_ratio']:g}×" if row["target"] else "—",
+            ]
+        )
+    tiny = next((row for row in result["rows"] if row["workload"] == "3-parameter fit"), None)
+    cost = []
+    if tiny is not None:
+        cost = [
+            "",
+            f"The limit's own cost per call, measured in place on the 3-parameter fit (blocks of "
+            f"calls with the limit and without it, alternated; median of the differences): "
+            f"{_limit_cost(tiny, 'default')} in the default environment, "
+            f"{_limit_cost(tiny, '1 thread')} with `OPENBLAS_NUM_THREADS=1` (nothing to change: only "
+            "the check).",
+        ]
+    return "\n".join(
+        [
+            "## BLAS threads: as users get it, against one OpenBLAS thread",
+            "",
+            run_line(result),
+            "",
+            f"Command: `{result['command']}`. BLAS libraries of the default environment "
+            f"(threadpoolctl): {blas_line(result['blas'])}.",
+            "",
+            "Each workload runs in fresh processes: *default* is the environment as it comes (no",
+            "`OPENBLAS_NUM_THREADS`), *limit off* the same with nlls's one-thread limit switched off",
+            "in that process (what users got before it, and what a solve inside the caller's own",
+            "`jax.jit` still gets), *1 thread* `OPENBLAS_NUM_THREADS=1`. A figure is the median over",
+            "the rounds (fastest – slowest in brackets) of each process's own figure: the median of",
+            "its warm calls, or the demo's LM training time (History clock, compilation excluded).",
+            "",
+            table(
+                [
+                    "Workload",
+                    "measured",
+                    "default",
+                    "limit off",
+                    "1 thread",
+                    "default / 1 thread",
+                    "limit off / 1 thread",
+                    "aim",
+                ],
+                rows,
+                "llrrrrrl",
+            ),
+            *cost,
+        ]
+    )
+
+
+def _threads_cell(row: dict, setting: str) -> str:
+    if setting not in row:
+        return "—"
+    cell = row[setting]
+    spread = f" ({seconds(min(cell['values']))} – {seconds(max(cell['values']))})"
+    return seconds(cell["median"]) + (spread if len(cell["values"]) > 1 else "")
+
+
+def _limit_cost(row: dict, setting: str) -> str:
+    costs = [r["limit_cost_s"] for r in row.get(setting, {}).get("runs", []) if "limit_cost_s" in r]
+    if not costs:
+        return "—"
+    return seconds(statistics.median(costs))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nlls
+from benchmarks.markdown import ratio, run_line, seconds, table
 
 BISECTIONS = 3
 
@@ -406,3 +407,155 @@ def run(verbose: bool = True) -> dict:
     if verbose:
         print("  demo (Lotka–Volterra UDE)", flush=True)
     return {"problems": results, "demo": demo_problem(verbose), "bisections": BISECTIONS}
+
+
+# ----------------------------------------------------------------------------------------------
+# Report: this suite's headline bullets and its section of BENCHMARKS.md
+# ----------------------------------------------------------------------------------------------
+
+
+def headline(result: dict) -> list[str]:
+    """The headline bullets: the demo, then each problem's time to target against the others."""
+    lines = []
+    demo = result.get("demo")
+    if demo:
+        rows = demo["rows"]
+        lm = rows[0]
+        others = ", ".join(
+            f"{row['method']} {seconds(row.get('time_to_target_s'))} "
+            f"({ratio(row.get('time_ratio'))})"
+            for row in rows[1:]
+        )
+        lines.append(
+            f"- Neural ODE (demo, {demo['n_params']} parameters): nlls LM reaches the final MSE of "
+            f"the best first-order recipe ({demo['target_mse']:.3g}) in "
+            f"{seconds(lm['time_to_target_s'])}; the others (time, peer / nlls): {others}."
+        )
+    for problem in result["problems"]:
+        rows = problem["rows"]
+        lm = rows[0]
+        others = ", ".join(
+            f"{row['method']} {seconds(row.get('time_to_target_s'))}"
+            + (
+                f" ({ratio(row['time_ratio'])})"
+                if math.isfinite(row.get("time_ratio", math.nan))
+                else ""
+            )
+            for row in rows[1:]
+        )
+        if _lm_reached(problem):
+            lines.append(
+                f"- {problem['problem']} ({problem['n_params']} parameters, {problem['points']} "
+                f"points): nlls LM reaches MSE {problem['target_mse']:g} in "
+                f"{seconds(lm.get('time_to_target_s'))}; others (time, peer / nlls): {others}."
+            )
+            continue
+        reached = ", ".join(
+            f"{row['method']} in {seconds(row['time_to_target_s'])}"
+            for row in rows[1:]
+            if math.isfinite(row.get("time_to_target_s", math.nan))
+        )
+        lines.append(
+            f"- {problem['problem']} ({problem['n_params']} parameters, {problem['points']} points): "
+            f"nlls LM does not reach MSE {problem['target_mse']:g} before a run exceeds the "
+            f"{seconds(problem['time_cap_s'])} cap (best {lm['best_mse']:.3g}, in a run of "
+            f"{seconds(problem['equal_time_s'])}); reached by: {reached or 'none'}."
+        )
+    return lines
+
+
+def render(result: dict) -> str:
+    """Time to a target MSE and MSE in equal time: LM against first-order training and peers."""
+    parts = [
+        "## Training models: time to a target MSE",
+        "",
+        run_line(result),
+        "",
+        __doc__.split("\n\n", 1)[1].strip(),
+    ]
+    for problem in result["problems"]:
+        rows = []
+        for row in problem["rows"]:
+            if "error" in row:
+                rows.append([row["method"], "error: " + row["error"], "", "", "", ""])
+                continue
+            rows.append(
+                [
+                    row["method"],
+                    seconds(row["time_to_target_s"]),
+                    str(row["budget_to_target"] or "—"),
+                    ratio(row["time_ratio"]),
+                    f"{row['mse_in_equal_time']:.3g}"
+                    if math.isfinite(row["mse_in_equal_time"])
+                    else "—",
+                    f"{row['best_mse']:.3g}",
+                ]
+            )
+        layers = "→".join(str(k) for k in problem["layers"])
+        parts += [
+            "",
+            f"### {problem['problem']}: {layers} ({problem['n_params']} parameters), "
+            f"{problem['points']} points, target MSE {problem['target_mse']:g}",
+            "",
+            f"Initial MSE {problem['initial_mse']:.3g}; time cap per run {problem['time_cap_s']:g} s;"
+            + (
+                f" equal time = nlls LM's time to target, {seconds(problem['equal_time_s'])}."
+                if _lm_reached(problem)
+                else " nlls LM did not reach the target within the cap, so *equal time* is its "
+                f"longest run, {seconds(problem['equal_time_s'])}, and no time ratio is given."
+            ),
+            "",
+            table(
+                [
+                    "method",
+                    "time to target",
+                    "steps to target",
+                    "time / nlls LM's",
+                    "MSE in equal time",
+                    "best MSE of any run",
+                ],
+                rows,
+                "lrrrrr",
+            ),
+        ]
+    demo = result.get("demo")
+    if demo:
+        rows = []
+        for row in demo["rows"]:
+            if "error" in row:
+                rows.append([row["method"], "error: " + row["error"], "", "", "", ""])
+                continue
+            rows.append(
+                [
+                    row["method"],
+                    str(row["steps"] or "—"),
+                    f"{row['final_mse']:.3g}",
+                    seconds(row["time_s"]),
+                    seconds(row["time_to_target_s"]),
+                    ratio(row["time_ratio"]),
+                ]
+            )
+        parts += [
+            "",
+            f"### {demo['problem']}: {demo['n_params']} parameters, {demo['residuals']} residuals",
+            "",
+            "LM (200 steps), Adam (5000 steps, learning rate 3e-2) and Adam → L-BFGS (1000 more) as",
+            "`python -m nlls demo` trains them, timed by their History (compilation excluded; the",
+            "History, a validation metric and the segment overhead included: LM records every step,",
+            "Adam every 50 updates, L-BFGS every 10). Target: the final training MSE of the best",
+            f"first-order recipe, {demo['target_mse']:.3g}. optimistix LM: the budget protocol above",
+            "on the same shooting residual in forward mode (`diffrax.ForwardMode`); its *steps* is the",
+            "smallest budget that reached the target, its *final MSE* the best of its runs and its",
+            "*time* the longest run.",
+            "",
+            table(
+                ["method", "steps", "final MSE", "time", "time to target", "time / nlls LM's"],
+                rows,
+                "lrrrrr",
+            ),
+        ]
+    return "\n".join(parts)
+
+
+def _lm_reached(problem: dict) -> bool:
+    return math.isfinite(problem["rows"][0].get("time_to_target_s", math.nan))

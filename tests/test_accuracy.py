@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import nlls
-from tests.problems import NIST_HIGHER_NAMES, NIST_NAMES, load_nist, lre
+from problems import NIST_HIGHER_NAMES, NIST_NAMES, load_nist, lre
 
 TIGHT = dict(ftol=1e-15, xtol=1e-15, gtol=0.0)
 

@@ -13,7 +13,7 @@ from nlls.krylov import damped_cgls, steihaug
 from nlls.linear import Krylov, KrylovStep, choose_path, dense_bytes, factorize
 from nlls.memory import plan_memory, product_bytes
 from nlls.problem import FlatProblem
-from tests.problems import load_nist, lre
+from problems import load_nist, lre
 
 TIGHT = Krylov(max_steps=2000, tolerance=1e-13)
 

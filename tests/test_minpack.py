@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import nlls
-from tests.problems import minpack_runs
+from problems import minpack_runs
 
 RUNS = minpack_runs()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nlls
-from tests.problems import NIST_NAMES, load_nist, lre
+from problems import NIST_NAMES, load_nist, lre
 
 
 @pytest.mark.parametrize("linear", ["auto", "krylov"])

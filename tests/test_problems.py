@@ -1,4 +1,4 @@
-"""Validation of the shared test problems in ``tests/problems.py`` against the reference data.
+"""Validation of the shared problems in the ``problems`` package against the reference data.
 
 The NIST models are checked by reproducing each certified residual sum of squares from the
 certified parameters and by refitting from NIST's starting points; the MINPACK problems by
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from tests import problems as P
+import problems as P
 
 MINPACK_RUNS = P.minpack_runs()
 MINPACK_IDS = [run.id for run in MINPACK_RUNS]
@@ -106,7 +106,7 @@ def test_random_linear_problem_accepts_jax_keys():
 
 def test_import_does_not_enable_x64():
     root = Path(__file__).resolve().parents[1]
-    code = "import jax, tests.problems; assert not jax.config.jax_enable_x64"
+    code = "import jax, problems; assert not jax.config.jax_enable_x64"
     env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
     subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True)
 
