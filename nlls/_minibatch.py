@@ -44,6 +44,7 @@ import numpy as np
 
 from . import baselines, checks, plan
 from .callbacks import Checkpoint, History, StepInfo
+from .driver import Run
 from .plan import Setup
 from .result import Solution
 from .solvers.minibatch import MinibatchFirstOrder, StochasticLM
@@ -173,18 +174,10 @@ def train(
     if any(isinstance(callback, History) for callback in callbacks):
         callbacks = (*callbacks, _EpochColumn(per_epoch))
     setup = Setup(method=configured, jac=jac, linear=linear, batch_size=batch_size)
-    return plan.solve(
-        residual,
-        params0,
-        args,
-        setup,
-        data=data,
-        key=jax.random.key(seed),
-        max_steps=int(budget),
-        callbacks=callbacks,
-        callback_every=min(callback_every * per_epoch, checks.INT32_MAX),
-        max_time=max_time,
-    )
+    every = min(callback_every * per_epoch, checks.INT32_MAX)
+    run = Run(int(budget), callbacks, every, max_time)
+    key = jax.random.key(seed)
+    return plan.solve(residual, params0, args, setup, run, data=data, key=key)
 
 
 def _method(name: str, options: dict):

@@ -55,6 +55,7 @@ import numpy as np
 
 from . import checks, plan
 from .callbacks import Checkpoint, StepInfo
+from .driver import Run
 from .plan import Setup
 from .result import Solution
 from .solvers.first_order import FirstOrder
@@ -105,17 +106,8 @@ def adam(
         >>> print(f"{float(sol.params[0]):.3f} {float(sol.params[1]):.3f} {int(sol.stats.steps)}")
         2.000 1.000 2000
     """
-    return _run(
-        adam_method(learning_rate, b1, b2, eps),
-        residual,
-        params0,
-        args,
-        gtol=gtol,
-        max_steps=max_steps,
-        callbacks=callbacks,
-        callback_every=callback_every,
-        max_time=max_time,
-    )
+    run = Run(checks.step_limit("max_steps", max_steps), callbacks, callback_every, max_time)
+    return _run(adam_method(learning_rate, b1, b2, eps), residual, params0, args, gtol, run)
 
 
 def sgd(
@@ -159,17 +151,8 @@ def sgd(
         >>> print(f"{float(sol.params[0]):.3f} {float(sol.params[1]):.3f}")
         2.000 1.000
     """
-    return _run(
-        sgd_method(learning_rate, momentum, nesterov),
-        residual,
-        params0,
-        args,
-        gtol=gtol,
-        max_steps=max_steps,
-        callbacks=callbacks,
-        callback_every=callback_every,
-        max_time=max_time,
-    )
+    run = Run(checks.step_limit("max_steps", max_steps), callbacks, callback_every, max_time)
+    return _run(sgd_method(learning_rate, momentum, nesterov), residual, params0, args, gtol, run)
 
 
 def lbfgs(
@@ -215,17 +198,8 @@ def lbfgs(
         gtol [1. 1.]
     """
     method = FirstOrder("lbfgs", memory_size=checks.positive_int("memory_size", memory_size))
-    return _run(
-        method,
-        residual,
-        params0,
-        args,
-        gtol=gtol,
-        max_steps=max_steps,
-        callbacks=callbacks,
-        callback_every=callback_every,
-        max_time=max_time,
-    )
+    run = Run(checks.step_limit("max_steps", max_steps), callbacks, callback_every, max_time)
+    return _run(method, residual, params0, args, gtol, run)
 
 
 def adam_method(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> FirstOrder:
@@ -258,35 +232,12 @@ def _traced(value: float) -> np.ndarray:
     return np.asarray(value, np.float64)
 
 
-def _run(
-    method: FirstOrder,
-    residual,
-    params0,
-    args,
-    *,
-    gtol,
-    max_steps,
-    callbacks,
-    callback_every,
-    max_time,
-) -> Solution:
-    """Check the options every baseline shares and run ``method`` through the engine's plan."""
-    gtol = checks.non_negative("gtol", gtol)
-    max_steps = checks.step_limit("max_steps", max_steps)
-    callbacks = checks.callbacks(callbacks, callback_every, max_time)
-    if any(isinstance(callback, Checkpoint) for callback in callbacks):
+def _run(method: FirstOrder, residual, params0, args, gtol, run: Run) -> Solution:
+    """Check what every baseline shares and run ``method`` through the engine's plan."""
+    if any(isinstance(callback, Checkpoint) for callback in run.callbacks):
         raise ValueError(
             "Checkpoint/resume is for least_squares solves; the baselines do not save their "
             "optimiser state. Record a baseline's run with nlls.History instead."
         )
-    return plan.solve(
-        residual,
-        params0,
-        args,
-        Setup(method=method),
-        tolerances=Tolerances(0.0, 0.0, gtol),
-        max_steps=max_steps,
-        callbacks=callbacks,
-        callback_every=callback_every,
-        max_time=max_time,
-    )
+    tolerances = Tolerances(0.0, 0.0, checks.non_negative("gtol", gtol))
+    return plan.solve(residual, params0, args, Setup(method=method), run, tolerances=tolerances)

@@ -19,6 +19,7 @@ import dataclasses
 import signal
 import threading
 import time
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import checkpoint
+from . import checkpoint, checks
 from .callbacks import History, StepInfo
 from .problem import raise_non_finite_start
 from .result import Solution
@@ -34,25 +35,36 @@ from .termination import Status
 from .threads import one_blas_thread
 
 
-def run_plan(
-    plan,
-    params0,
-    dynamic,
-    *,
-    max_steps: int,
-    callbacks: tuple,
-    callback_every: int,
-    max_time: float | None,
-    resume=None,
-) -> Solution:
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """How a plan is run: the step budget, the callbacks called every ``callback_every``
+    iterations, the time limit in seconds and the checkpoint to resume (both ``None`` for none).
+    The callbacks and the numbers are checked (``nlls.checks``) when it is made."""
+
+    max_steps: int
+    callbacks: tuple = ()
+    callback_every: int = 1
+    max_time: float | None = None
+    resume: Any = None
+
+    def __post_init__(self):
+        callbacks = checks.callbacks(self.callbacks, self.callback_every, self.max_time)
+        object.__setattr__(self, "callbacks", callbacks)
+
+    @property
+    def driven(self) -> bool:
+        """Whether the loop runs from Python in segments (``drive``)."""
+        return bool(self.callbacks) or self.max_time is not None or self.resume is not None
+
+
+def run_plan(plan, params0, dynamic, run: Run) -> Solution:
     """Run a plan: through ``drive`` when there are callbacks, a time limit or a checkpoint to
     resume; otherwise as its one compiled ``solve`` program (which works under ``jit``/``vmap``,
     where a non-finite start stays a reported status instead of an error).
 
     Either way the BLAS libraries are held at one thread until the results are ready
     (``nlls.threads``); traced into a caller's ``jit``, the solve runs later, outside this limit."""
-    driven = bool(callbacks) or max_time is not None or resume is not None
-    if driven and any(
+    if run.driven and any(
         isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((params0, dynamic))
     ):
         raise ValueError(
@@ -60,19 +72,10 @@ def run_plan(
             "segments; they cannot be used inside jax.jit or jax.vmap"
         )
     with one_blas_thread():
-        if driven:
-            solution = drive(
-                plan,
-                params0,
-                dynamic,
-                max_steps=int(max_steps),
-                callbacks=callbacks,
-                callback_every=callback_every,
-                max_time=max_time,
-                resume=resume,
-            )
+        if run.driven:
+            solution = drive(plan, params0, dynamic, run)
         else:
-            solution = plan.solve(params0, dynamic, np.int32(max_steps))
+            solution = plan.solve(params0, dynamic, np.int32(run.max_steps))
             if isinstance(solution.status, jax.core.Tracer):
                 return solution
             if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
@@ -81,17 +84,9 @@ def run_plan(
         return jax.block_until_ready(solution)
 
 
-def drive(
-    plan,
-    params0,
-    dynamic,
-    *,
-    max_steps: int,
-    callbacks: tuple,
-    callback_every: int,
-    max_time: float | None,
-    resume,
-) -> Solution:
+def drive(plan, params0, dynamic, run: Run) -> Solution:
+    max_steps, callbacks, callback_every = int(run.max_steps), run.callbacks, run.callback_every
+    max_time, resume = run.max_time, run.resume
     started = time.perf_counter()
     steps_limit = np.int32(max_steps)
     signature = plan.signature(dynamic)

@@ -27,7 +27,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import checks, loop
-from .driver import pack_snapshot, run_plan
+from .driver import Run, pack_snapshot, run_plan
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
 from .memory import default_jacobian_bytes, plan_memory
@@ -92,18 +92,15 @@ def solve(
     params0,
     args,
     setup: Setup,
+    run: Run,
     *,
     tolerances: Tolerances = NO_TOLERANCES,
     data=None,
     key=None,
-    max_steps: int,
-    callbacks: tuple = (),
-    callback_every: int = 1,
-    max_time: float | None = None,
-    resume=None,
 ) -> Solution:
-    """Run ``setup.method`` on ``½‖residual(params, *args)‖²`` (with ``data``, minibatches of it),
-    through the plan of this call signature."""
+    """Run ``setup.method`` on ``½‖residual(params, *args)‖²`` (with ``data``, minibatches of it,
+    drawn from permutations seeded by ``key``) as ``run`` says, through the plan of this call
+    signature."""
     params0 = jax.tree_util.tree_map(as_array, params0)
     dynamic, static, treedef = split_args(args)
     method_arrays, method_static = eqx.partition(setup.method, eqx.is_array)
@@ -124,16 +121,7 @@ def solve(
     # Traced options travel in the parameters' dtype (no promotion, no recompilation).
     method_arrays = jax.tree_util.tree_map(lambda a: jnp.asarray(a, plan.dtype), method_arrays)
     tol = jax.tree_util.tree_map(lambda t: jnp.asarray(t, plan.dtype), tolerances)
-    return run_plan(
-        plan,
-        params0,
-        Inputs(dynamic, tol, data, method_arrays, key),
-        max_steps=max_steps,
-        callbacks=callbacks,
-        callback_every=callback_every,
-        max_time=max_time,
-        resume=resume,
-    )
+    return run_plan(plan, params0, Inputs(dynamic, tol, data, method_arrays, key), run)
 
 
 @functools.lru_cache(maxsize=128)

@@ -10,6 +10,7 @@ import equinox as eqx
 
 from . import checks, plan
 from .callbacks import StepInfo
+from .driver import Run
 from .linear import Krylov
 from .plan import Setup
 from .result import Solution
@@ -113,18 +114,9 @@ def least_squares(
             None if max_jacobian_bytes is None else checks.byte_budget(max_jacobian_bytes)
         ),
     )
-    return plan.solve(
-        residual,
-        params0,
-        args,
-        setup,
-        tolerances=Tolerances(float(ftol), float(xtol), float(gtol)),
-        max_steps=max_steps,
-        callbacks=checks.callbacks(callbacks, callback_every, max_time),
-        callback_every=callback_every,
-        max_time=max_time,
-        resume=resume,
-    )
+    run = Run(max_steps, callbacks, callback_every, max_time, resume)
+    tolerances = Tolerances(float(ftol), float(xtol), float(gtol))
+    return plan.solve(residual, params0, args, setup, run, tolerances=tolerances)
 
 
 def _resolve_method(method):

@@ -150,31 +150,20 @@ def gradient_small(tol: Tolerances, grad: Float[Array, " n"]) -> Bool[Array, ""]
     return jnp.max(jnp.abs(grad), initial=0.0) <= tol.gtol
 
 
-def check(
-    tol: Tolerances,
-    *,
-    accepted: Bool[Array, ""],
-    failed: Bool[Array, ""],
-    rounding: Bool[Array, ""],
-    at_precision: Bool[Array, ""],
-    cost_before: Float[Array, ""],
-    actual_reduction: Float[Array, ""],
-    predicted_reduction: Float[Array, ""],
-    step_norm: Float[Array, ""],
-    params_norm: Float[Array, ""],
-    grad: Float[Array, " n"],
-) -> Int[Array, ""]:
-    """The status after one trial step: a converged status or ``RUNNING``."""
+def check(tol: Tolerances, report, params_norm, grad: Float[Array, " n"]) -> Int[Array, ""]:
+    """The status after one trial step (``report``, a ``solvers.base.StepReport``, from a point of
+    norm ``params_norm`` to one of gradient ``grad``): a converged status or ``RUNNING``."""
+    cost = report.cost_before
     gtol_met = gradient_small(tol, grad)
     ftol_met = (
-        (accepted | failed)
-        & ~rounding
-        & (jnp.abs(actual_reduction) <= tol.ftol * cost_before)
-        & (predicted_reduction <= tol.ftol * cost_before)
+        (report.accepted | report.failed)
+        & ~report.rounding
+        & (jnp.abs(report.actual_reduction) <= tol.ftol * cost)
+        & (report.predicted_reduction <= tol.ftol * cost)
     )
-    xtol_met = step_norm <= tol.xtol * (tol.xtol + params_norm)
+    xtol_met = report.step_norm <= tol.xtol * (tol.xtol + params_norm)
     return jnp.select(
-        [gtol_met, ftol_met, xtol_met, at_precision],
+        [gtol_met, ftol_met, xtol_met, report.at_precision],
         [Status.GTOL, Status.FTOL, Status.XTOL, Status.PRECISION],
         default=Status.RUNNING,
     ).astype(jnp.int32)

@@ -97,6 +97,19 @@ def start_point(problem: FlatProblem, params: Float[Array, " n"]):
     return point_of(params, residual, jac), jac
 
 
+def predicted_reduction(point: Point, jac, step: Float[Array, " n"]) -> Float[Array, ""]:
+    """The reduction the linear model predicts for ``step``: ``−gᵀδ − ½‖Jδ‖²`` (the general form,
+    for any step; a damped step solved exactly has the cancellation-free form of LM)."""
+    model_change = jac @ step
+    return -(point.grad @ step) - 0.5 * (model_change @ model_change)
+
+
+def initial_radius(factor: float, scale: Float[Array, " n"], params) -> Float[Array, ""]:
+    """``factor · ‖Dθ₀‖`` (``factor`` alone when ``θ₀ = 0``): the first trust radius."""
+    size = jnp.linalg.norm(scale * params)
+    return (factor * jnp.where(size > 0, size, 1.0)).astype(params.dtype)
+
+
 def reduction(residual: Float[Array, " m"], trial_residual: Float[Array, " m"]) -> Float[Array, ""]:
     """``½‖r‖² − ½‖r_trial‖²`` as ``−dᵀ(r + ½d)`` with ``d = r_trial − r``, which does not subtract
     two rounded costs; ``−∞`` when the trial residual is not finite."""
@@ -350,19 +363,7 @@ class Method(eqx.Module):
         """The status after one trial step from ``before`` to ``after`` (``termination.check``): a
         trial that could not move for non-finite values ends ``NONFINITE_TRIALS``, a failed line
         search ``LINE_SEARCH_FAILED``."""
-        status = check(
-            tol,
-            accepted=report.accepted,
-            failed=report.failed,
-            rounding=report.rounding,
-            at_precision=report.at_precision,
-            cost_before=report.cost_before,
-            actual_reduction=report.actual_reduction,
-            predicted_reduction=report.predicted_reduction,
-            step_norm=report.step_norm,
-            params_norm=jnp.linalg.norm(before.params),
-            grad=after.grad,
-        )
+        status = check(tol, report, jnp.linalg.norm(before.params), after.grad)
         walled_in = (status == Status.XTOL) & ~report.accepted & ~report.finite
         status = jnp.where(walled_in, Status.NONFINITE_TRIALS, status)
         return jnp.where(

@@ -28,9 +28,11 @@ from .base import (
     Point,
     StepReport,
     default_scaling,
+    initial_radius,
     initial_scale,
     jacobian_of,
     judge_trial,
+    predicted_reduction,
     start_point,
 )
 
@@ -82,9 +84,8 @@ class Dogleg(Method):
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> DoglegState:
         point, jac = start_point(problem, params)
         scale = initial_scale(jac, self.uses_scaling(path))
-        size = jnp.linalg.norm(scale * params)
-        radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
-        return DoglegState(point, scale, factorize(path, jac, point.residual, scale), radius)
+        factor = factorize(path, jac, point.residual, scale)
+        return DoglegState(point, scale, factor, initial_radius(self.initial_radius, scale, params))
 
     def damping_value(self, state: DoglegState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: the trust radius Δ."""
@@ -108,13 +109,12 @@ class Dogleg(Method):
             gauss_newton, -cauchy_length * scaled_grad, direction, state.radius
         )
         step = scaled_step / scale
-
-        model_change = jac @ step
-        predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
+        predicted = predicted_reduction(point, jac, step)
+        scaling = self.uses_scaling(path)
         point, scale, factor, ratio, report = judge_trial(
             problem,
             path,
-            self.uses_scaling(path),
+            scaling,
             point,
             scale,
             state.factor,

@@ -56,6 +56,7 @@ from .base import (
     default_scaling,
     jacobian_of,
     judge_trial,
+    predicted_reduction,
     scale_and_curvature,
     start_point,
 )
@@ -173,16 +174,14 @@ class LevenbergMarquardt(Method):
                 jnp.linalg.norm(scale * velocity)
             )
             step = jnp.where(small, velocity + 0.5 * acceleration, velocity)
-            model_change = jac @ step
-            predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
+            predicted = predicted_reduction(point, jac, step)
             evaluations += 1
         elif factor.exact:
             model_change = jac @ step
             scaled_step = scale * step
             predicted = 0.5 * (model_change @ model_change) + damping * (scaled_step @ scaled_step)
         else:  # an inexact (Krylov) step: the general model form, positive for any CGLS iterate
-            model_change = jac @ step
-            predicted = -(point.grad @ step) - 0.5 * (model_change @ model_change)
+            predicted = predicted_reduction(point, jac, step)
 
         new_point, new_scale, new_factor, ratio, report = judge_trial(
             problem,

@@ -31,6 +31,7 @@ from .base import (
     Point,
     StepReport,
     default_scaling,
+    initial_radius,
     initial_scale,
     jacobian_of,
     judge_trial,
@@ -106,9 +107,7 @@ class TrustRegion(Method):
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> TrustRegionState:
         point, jac = start_point(problem, params)
         scale = initial_scale(jac, self.uses_scaling(path))
-        size = jnp.linalg.norm(scale * params)
-        radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
-        return TrustRegionState(point, scale, radius.astype(params.dtype))
+        return TrustRegionState(point, scale, initial_radius(self.initial_radius, scale, params))
 
     def damping_value(self, state: TrustRegionState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: the trust radius Δ."""
