@@ -11,10 +11,10 @@ an 8→64→64→1 tanh MLP (``equinox.nn.MLP``, 4801 parameters, seed-0 initial
 Methods, through one interface, ``nlls.fit(model, x, y, method=…, batch_size=B, val=…)``, with the
 same batches (the same per-epoch permutations, seed 0, B = 128 for both):
 
-- minibatch LM (``nlls.stochastic``): per batch, the per-sample Jacobian (128 × 4801) and the
+- minibatch LM (``nlls.solvers.minibatch``): per batch, the per-sample Jacobian (128 × 4801) and the
   128 × 128 minimum-norm system; the damping coefficient's floor ``μ_min`` swept over 0.03–10 (it
   caps the step length at 1/μ_min and plays the part of a learning rate);
-- minibatch Adam (optax through ``nlls.stochastic``): the learning rate swept over 1e-4–1e-2.
+- minibatch Adam (optax through ``nlls.solvers.minibatch``): the learning rate swept over 1e-4–1e-2.
 
 Protocol: each setting trains for the same wall-time budget (``max_time``), recording the validation
 MSE at the end of every epoch (``nlls.History``, ``val=``); times are the History's, from the first

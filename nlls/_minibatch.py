@@ -88,41 +88,17 @@ def train(
 ) -> Solution:
     """Minimise ``½‖residual(params, *args, *data)‖²`` over minibatches of the samples in ``data``.
 
-    Args:
-        method: ``"lm"`` (stochastic Levenberg–Marquardt), ``"adam"`` or ``"sgd"``; see the module
-            docstring.
-        residual: ``residual(params, *args, *batch)`` returns the 1-D residual vector of the
-            samples in ``batch`` (``data`` with every leaf indexed by the same sample indices),
-            ``k`` entries per sample, sample-major. ``nlls.fit``'s residual is of this kind.
-        params0: the starting point, a pytree of floating arrays of one dtype.
-        args: arguments shared by every sample (arrays traced, other leaves static).
-        data: a tuple of pytrees of arrays (``None`` allowed) with the samples along the leading
-            axis, all of the same length N.
-        batch_size: B, samples per batch, ``1 ≤ B ≤ N``.
-        epochs, max_steps: the budget: ``epochs`` passes of ``⌊N/B⌋`` batches, or ``max_steps``
-            iterations (batches); the first reached ends the run. Neither: 10 epochs.
-        seed: seeds ``jax.random.key`` for the per-epoch permutations.
-        jac: the batch Jacobian: ``jac(params, *args, *batch)`` returning the ``(B·k, n)``
-            Jacobian of the batch residual with respect to the flattened parameters, or
-            ``"auto"``, ``"fwd"``, ``"rev"`` (``jax.jacfwd``/``jax.jacrev`` of the batch residual;
-            ``"auto"``: forward when ``n ≤ B·k``). LM only.
-        linear: ``"auto"`` (``"min_norm"`` when ``B·k < n``, else ``"normal"``), ``"normal"`` or
-            ``"min_norm"``. LM only.
-        callbacks, max_time: as for ``nlls.least_squares``; ``Checkpoint`` is refused.
-        callback_every: epochs between callback calls (one History row per epoch by default).
-        options: LM: ``accept_threshold`` (η₁, default 0.1), ``gradient_threshold`` (η₂, 1e-8),
-            ``damping_coefficient`` (μ₀, default μ_min), ``min_damping_coefficient`` (μ_min, 1),
-            ``damping_growth`` (γ, 2). Adam: ``learning_rate`` (1e-3), ``b1``, ``b2``, ``eps``.
-            SGD: ``learning_rate`` (1e-2), ``momentum``, ``nesterov``.
-
-    Returns:
-        An ``nlls.Solution`` at the final parameters, with the full-data cost, residual and
-        gradient (see the module docstring for the counts).
-
-    Raises:
-        ValueError: a bad batch size, budget, seed or option, data of unequal lengths, a
-            ``Checkpoint`` among the callbacks, or a non-finite start (parameters, or the full-data
-            cost or first batch gradient at them).
+    ``method`` is ``"lm"`` (``StochasticLM``), ``"adam"`` or ``"sgd"`` (``MinibatchFirstOrder``);
+    ``residual(params, *args, *batch)`` returns the 1-D residuals of the samples in ``batch``
+    (``data``, a tuple of pytrees of arrays with the N samples along the leading axis, indexed
+    alike), ``k`` per sample, sample-major, as ``nlls.fit``'s residual does. The budget is
+    ``epochs`` passes of ``⌊N/B⌋`` batches or ``max_steps`` iterations, the first reached (neither:
+    10 epochs); ``seed`` seeds the permutations; ``jac`` (a function giving the ``(B·k, n)`` batch
+    Jacobian, or an AD mode) and ``linear`` (``"auto"``, ``"normal"``, ``"min_norm"``) are the LM
+    step's; ``callback_every`` counts epochs; ``options`` are the method's (``LM_OPTIONS``,
+    ``FIRST_ORDER_OPTIONS``). Returns the ``nlls.Solution`` at the final parameters, with the
+    full-data cost, residual and gradient. Raises ``ValueError`` for a bad batch size, budget, seed
+    or option, data of unequal lengths, a ``Checkpoint`` among the callbacks, or a non-finite start.
 
     Example:
         >>> import jax.numpy as jnp

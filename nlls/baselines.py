@@ -26,24 +26,15 @@ solve ends at the last finite point (not a success, and never a NaN result); ``C
 ``TIME_LIMIT`` and ``INTERRUPTED`` as with ``least_squares``. A non-finite start raises
 ``ValueError``. ``gtol = 0`` (the Adam and SGD default) stops only at an exactly zero gradient.
 
-Segments. The updates run in a compiled ``lax.while_loop`` that can pause after any update. Without
-callbacks or ``max_time`` one call of it does the whole run (between a compiled start, which
-evaluates ``params0``, and a compiled finish): no Python per update. With them, the host driver of
-``least_squares`` (``nlls.driver``) runs the same program ``callback_every`` updates at a time and
-calls the callbacks in between (``on_start``, ``on_end``, ``restore``, ``History`` returned as
-``Solution.history``, Ctrl-C ending the run after the current segment), at the cost of two small
-transfers to the host per segment. Since both ways run the same compiled loop, the iterates are the
-same, bit for bit, with any ``callback_every`` or without callbacks. ``StepInfo.solver_state`` is the
-baseline's ``nlls.loop.LoopState`` (optax's state inside) and ``StepInfo.signature`` is empty:
-``nlls.Checkpoint`` and ``resume`` are for ``least_squares`` only. Without callbacks and ``max_time``
-the baselines also run under ``jax.jit`` and ``jax.vmap`` (a non-finite start is then reported as
-``Status.NONFINITE_START``, not raised).
-
-Compilation. Programs are cached by call signature (``nlls.plan``), as in ``least_squares``: the
-residual function, the tree structure, shapes and dtypes of ``params0`` and ``args`` (non-array
-arguments by value), and the structural options (``momentum`` given or not, ``nesterov``,
-``memory_size``). The numerical options (learning rate, ``b1``, ``b2``, ``eps``, ``momentum``) and
-``gtol`` are traced, so a sweep over learning rates compiles once.
+Segments and compilation: as ``least_squares`` (``nlls.plan``, ``nlls.driver``). Without callbacks
+or ``max_time`` a run is one call of the compiled loop between a compiled start and finish (and
+works under ``jax.jit`` and ``jax.vmap``, where a non-finite start is reported as
+``Status.NONFINITE_START``); with them the driver runs the same loop ``callback_every`` updates at a
+time, so the iterates are the same bit for bit. ``Checkpoint`` and ``resume`` are for
+``least_squares`` only (``StepInfo.signature`` is empty). Programs are cached by call signature and
+by the structural options (``momentum`` given or not, ``nesterov``, ``memory_size``); the numerical
+options (learning rate, ``b1``, ``b2``, ``eps``, ``momentum``) and ``gtol`` are traced, so a sweep
+over learning rates compiles once.
 """
 
 from __future__ import annotations

@@ -177,3 +177,29 @@ def sample_count(data) -> int:
     if samples == 0:
         raise ValueError("data holds no samples")
     return samples
+
+
+def finite(name: str, value) -> None:
+    """Data without NaN or inf (an array of numbers; traced values and integers pass)."""
+    if isinstance(value, jax.core.Tracer) or not jnp.issubdtype(value.dtype, jnp.inexact):
+        return
+    bad = int(np.size(value) - np.count_nonzero(np.isfinite(np.asarray(value))))
+    if bad:
+        raise ValueError(
+            f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}: remove or impute "
+            "them before fitting"
+        )
+
+
+def weights(value, shape: tuple, dtype, data: str):
+    """Finite non-negative weights as ``dtype``, broadcast to ``shape``, the shape of ``data``."""
+    value = jnp.asarray(value, dtype)
+    finite("weights", value)
+    if np.any(np.asarray(value) < 0):
+        raise ValueError("weights must be non-negative")
+    try:
+        return jnp.broadcast_to(value, shape)
+    except ValueError as error:
+        raise ValueError(
+            f"weights of shape {value.shape} do not broadcast to {data}'s shape {tuple(shape)}"
+        ) from error

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checks
 from .callbacks import History, Metrics, StepInfo
 from .result import Solution
 
@@ -235,12 +236,11 @@ def fit(
         solution = solve_with(
             method, _residual, params0, (frozen, x, y, weights), jac=jac, **options
         )
-    fitted = eqx.combine(solution.params, frozen)
-    result_model = fitted
+    model = eqx.combine(solution.params, frozen)
     if as_pair:  # the parameters as the user gave them, not wrapped in the module
-        result_model = (fitted.fn, fitted.params)
+        model = (model.fn, model.params)
         solution = eqx.tree_at(lambda s: s.params, solution, solution.params.params)
-    return FitResult(model=result_model, solution=solution, history=recorder)
+    return FitResult(model=model, solution=solution, history=recorder)
 
 
 def _residual(params, frozen, x, y, weights):
@@ -295,17 +295,15 @@ def _mse(params, frozen, x, y):
 
 
 def _trainable_dtype(params0):
-    leaves = jax.tree_util.tree_leaves(params0)
-    if not leaves:
+    """``checks.params_dtype`` in ``fit``'s words: the solve's ``params0`` is the trainable leaves."""
+    if not jax.tree_util.tree_leaves(params0):
         raise ValueError(
             "the model has no trainable leaves (no floating-point arrays selected by `trainable`)"
         )
-    dtypes = {jnp.result_type(leaf) for leaf in leaves}
-    if len(dtypes) > 1:
-        raise ValueError(
-            f"the trainable leaves mix dtypes {sorted(map(str, dtypes))}; use one floating dtype"
-        )
-    return dtypes.pop()
+    try:
+        return checks.params_dtype(params0)
+    except ValueError as error:
+        raise ValueError(f"the trainable leaves (chosen by `trainable`): {error}") from None
 
 
 def _check_data(module, x, y, weights, dtype, prefix: str):
@@ -325,7 +323,7 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
     if samples == 0:
         raise ValueError(f"{prefix}x and y hold no samples")
     for name, leaf in [*((f"{prefix}x", leaf) for leaf in x_leaves), (f"{prefix}y", y)]:
-        _require_finite(name, leaf)
+        checks.finite(name, leaf)
     try:
         output = _output_shape(module, x)
     except Exception as error:  # the user's model failed to trace on one sample: say so
@@ -338,16 +336,7 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
             "change the model"
         )
     if weights is not None:
-        weights = _cast(weights, dtype)
-        _require_finite("weights", weights)
-        if np.any(np.asarray(weights) < 0):
-            raise ValueError("weights must be non-negative")
-        try:
-            weights = jnp.broadcast_to(weights, y.shape)
-        except ValueError as error:
-            raise ValueError(
-                f"weights of shape {weights.shape} do not broadcast to y's shape {y.shape}"
-            ) from error
+        weights = checks.weights(weights, y.shape, dtype, "y")
     return x, y, weights
 
 
@@ -377,14 +366,3 @@ def _output_shape(module, x):
 def _cast(leaf, dtype):
     leaf = jnp.asarray(leaf)
     return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
-
-
-def _require_finite(name: str, leaf) -> None:
-    if isinstance(leaf, jax.core.Tracer) or not jnp.issubdtype(leaf.dtype, jnp.inexact):
-        return
-    bad = int(np.size(leaf) - np.count_nonzero(np.isfinite(np.asarray(leaf))))
-    if bad:
-        raise ValueError(
-            f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}: remove or impute "
-            "them before fitting"
-        )

@@ -98,11 +98,12 @@ steps (``max_ode_steps``) or stalls. The residual calls ``diffeqsolve(..., throw
 replaces the states of any segment whose ``sol.result`` is not successful by NaN: the residual is
 then non-finite, Levenberg–Marquardt rejects the trial and raises its damping, and the fit carries
 on from the last good point instead of crashing. (A non-finite residual at the starting point is
-still an error: there is nowhere to fall back to.) ``solve``, for prediction, raises instead.
+still an error: there is nowhere to fall back to.) ``integrate``, for prediction, raises instead.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -113,6 +114,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from . import checks
 from .fitting import FIRST_ORDER, FitResult, solve_with
 from .jacobian import choose_mode
 
@@ -343,23 +345,14 @@ def shooting_residual(
     problem = _Problem.build(
         field, ts, ys, y0=y0, fit_y0=fit_y0, segments=segments, weights=weights
     )
-    problem.check_field(physics, autonomous)
     mode, adjoint = _resolve_mode(
         mode, adjoint, problem.n_params, problem.n_residuals, second_order
     )
-    continuity_weight = _check_positive(continuity_weight, "continuity_weight")
-    residual = ShootingResidual(
-        integrator=_Integrator(
-            dynamics=problem.dynamics(physics, autonomous),
-            solver=_default_solver(solver),
-            controller=_controller(rtol, atol, problem.dtype),
-            dt0=dt0,
-            max_steps=_check_max_steps(max_ode_steps),
-            adjoint=adjoint,
-        ),
-        segments=problem.segments,
-        mode=mode,
+    continuity_weight = checks.positive("continuity_weight", continuity_weight)
+    integrator = problem.integrator(
+        adjoint, physics, autonomous, solver, rtol, atol, dt0, max_ode_steps
     )
+    residual = ShootingResidual(integrator=integrator, segments=problem.segments, mode=mode)
     args = (
         problem.ts,
         problem.ys,
@@ -371,8 +364,15 @@ def shooting_residual(
 
 
 # --------------------------------------------------------------------------------------------
-# fit and solve
+# fit and integrate
 # --------------------------------------------------------------------------------------------
+
+
+# Everything of shooting_residual's that a fit passes on as given; fit sets mode (from jac) and
+# second_order (from the method) itself.
+_SHOOTING_OPTIONS = frozenset(inspect.signature(shooting_residual).parameters).difference(
+    ("field", "ts", "ys", "mode", "second_order")
+)
 
 
 def fit(
@@ -380,31 +380,21 @@ def fit(
     ts,
     ys,
     *,
-    y0=None,
-    fit_y0: bool = False,
-    segments: int = 1,
-    continuity_weight: float = 1.0,
-    physics: Callable[..., Any] | None = None,
-    autonomous: bool = True,
-    solver: dfx.AbstractSolver | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    dt0: float | None = None,
-    max_ode_steps: int = 4096,
-    adjoint: str | dfx.AbstractAdjoint = "auto",
-    jac: str = "auto",
     method: Any = "lm",
-    weights=None,
+    jac: str = "auto",
     callbacks: Sequence[Callable[..., Any]] = (),
-    **solver_options,
+    **options,
 ) -> FitResult:
     """Fit the vector field of an ODE to an observed trajectory by single or multiple shooting.
 
-    The arguments up to ``weights`` are those of ``shooting_residual`` (``jac`` is its ``mode``;
-    the first-order methods always use ``"rev"``, and ``jac="fwd"`` with them is an error).
-    ``method`` is anything ``nlls.least_squares`` takes, or ``"adam"``, ``"sgd"``, ``"lbfgs"``
-    (``nlls.baselines``); ``callbacks`` and ``solver_options`` (``max_steps``, ``ftol``, …) go to
-    that method.
+    The options named as in ``shooting_residual`` set up the shooting residual, with the meaning
+    and defaults given there: ``y0``, ``fit_y0``, ``segments``, ``continuity_weight``,
+    ``physics``, ``autonomous``, ``solver``, ``rtol``, ``atol``, ``dt0``, ``max_ode_steps``,
+    ``adjoint``, ``weights``. ``jac`` is its ``mode`` (the first-order methods always use
+    ``"rev"``, and ``jac="fwd"`` with them is an error); ``second_order`` is set when the method
+    takes geodesic steps. ``method`` is anything ``nlls.least_squares`` takes, or ``"adam"``,
+    ``"sgd"``, ``"lbfgs"`` (``nlls.baselines``); ``callbacks`` and the other options
+    (``max_steps``, ``ftol``, …) go to that method.
 
     Returns:
         A ``nlls.FitResult``: ``model`` is the fitted field, of the kind given (the module with its
@@ -428,48 +418,29 @@ def fit(
         >>> print(f"{float(prediction[-1, 0]):.6f}")
         0.018316
     """
-    first_order = isinstance(method, str) and method in FIRST_ORDER
-    if first_order:
+    shooting = {name: options.pop(name) for name in _SHOOTING_OPTIONS & options.keys()}
+    if isinstance(method, str) and method in FIRST_ORDER:
         if jac == "fwd":
             raise ValueError(
                 f"method={method!r} follows the gradient, which needs reverse mode: pass "
                 "jac='rev' or 'auto' (or use a least-squares method such as 'lm' for jac='fwd')"
             )
-        if jac not in _MODES:
-            raise ValueError(f"jac must be one of {_MODES}, got {jac!r}")
+        adjoint = shooting.get("adjoint", "auto")
         if not isinstance(adjoint, str) and "rev" not in adjoint_modes(adjoint):
             raise ValueError(
                 f"{type(adjoint).__name__} does not support reverse-mode differentiation through "
                 f"diffeqsolve, which method={method!r} needs (it follows the gradient): pass "
                 f"adjoint='auto' or {_FIX['rev']}"
             )
-        jac = "rev"
+        jac = "rev" if jac == "auto" else jac  # anything else but "rev" is refused below
+    second_order = bool(getattr(method, "geodesic", False))
     residual, params0, args = shooting_residual(
-        field,
-        ts,
-        ys,
-        y0=y0,
-        fit_y0=fit_y0,
-        segments=segments,
-        continuity_weight=continuity_weight,
-        physics=physics,
-        autonomous=autonomous,
-        solver=solver,
-        rtol=rtol,
-        atol=atol,
-        dt0=dt0,
-        max_ode_steps=max_ode_steps,
-        adjoint=adjoint,
-        mode=jac,
-        weights=weights,
-        second_order=bool(getattr(method, "geodesic", False)),
+        field, ts, ys, mode=jac, second_order=second_order, **shooting
     )
-    options = dict(solver_options)
     if callbacks:
         options["callbacks"] = callbacks
-    if not first_order:
-        options["jac"] = residual.mode
-    solution = solve_with(method, residual, params0, args, **options)
+    # solve_with drops jac for a first-order method (gradients are reverse mode).
+    solution = solve_with(method, residual, params0, args, jac=residual.mode, **options)
     return FitResult(
         model=_with_params(field, solution.params["field"]),
         solution=solution,
@@ -477,24 +448,20 @@ def fit(
     )
 
 
-def integrate(
-    field,
-    ts,
-    y0,
-    *,
-    physics: Callable[..., Any] | None = None,
-    autonomous: bool = True,
-    solver: dfx.AbstractSolver | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    dt0: float | None = None,
-    max_ode_steps: int = 4096,
-) -> Float[Array, "T d"]:
+# The options of shooting_residual that set up one solve, with their defaults: integrate's options.
+_SOLVE_OPTIONS = {
+    name: inspect.signature(shooting_residual).parameters[name].default
+    for name in ("physics", "autonomous", "solver", "rtol", "atol", "dt0", "max_ode_steps")
+}
+
+
+def integrate(field, ts, y0, **options) -> Float[Array, "T d"]:
     """Integrate ``du/dt = physics(t, u) + field(…)`` from ``u(ts[0]) = y0`` and return ``u(ts)``,
-    shape ``(T, d)``: predictions and plots of a fitted field (``FitResult.model``). ``field`` and
-    the options are as in ``shooting_residual``. A failed solve raises (diffrax's error, e.g. the
-    maximum number of steps reached) instead of returning NaN. The inputs are checked on the host,
-    so ``integrate`` is not for use inside ``jax.jit``.
+    shape ``(T, d)``: predictions and plots of a fitted field (``FitResult.model``). ``field`` is
+    as in ``shooting_residual``, and so are the options, with the same defaults: ``physics``,
+    ``autonomous``, ``solver``, ``rtol``, ``atol``, ``dt0``, ``max_ode_steps``. A failed solve
+    raises (diffrax's error, e.g. the maximum number of steps reached) instead of returning NaN.
+    The inputs are checked on the host, so ``integrate`` is not for use inside ``jax.jit``.
 
     Example:
         >>> import jax.numpy as jnp, nlls.ode
@@ -503,16 +470,14 @@ def integrate(
         >>> print(f"{float(u[1, 0]):.6f}")
         0.135335
     """
+    unknown = sorted(options.keys() - _SOLVE_OPTIONS.keys())
+    if unknown:
+        raise TypeError(
+            f"integrate() got unknown options {unknown}: it takes {', '.join(_SOLVE_OPTIONS)} "
+            "(as shooting_residual)"
+        )
     problem = _Problem.build(field, ts, None, y0=y0, fit_y0=False, segments=1, weights=None)
-    problem.check_field(physics, autonomous)
-    integrator = _Integrator(
-        dynamics=problem.dynamics(physics, autonomous),
-        solver=_default_solver(solver),
-        controller=_controller(rtol, atol, problem.dtype),
-        dt0=dt0,
-        max_steps=_check_max_steps(max_ode_steps),
-        adjoint=dfx.RecursiveCheckpointAdjoint(),
-    )
+    integrator = problem.integrator(dfx.RecursiveCheckpointAdjoint(), **(_SOLVE_OPTIONS | options))
     return _integrate_compiled(integrator, problem.field_params, problem.ts, problem.y0)
 
 
@@ -536,7 +501,10 @@ class _Problem:
         self.ts = jnp.asarray(ts, self.dtype)
         self.ys = None if ys is None else jnp.asarray(ys, self.dtype)
         self.y0 = jnp.asarray(y0 if y0 is not None else ys[0], self.dtype)
-        self.weights = None if ys is None else _check_weights(weights, ys.shape, self.dtype)
+        self.weights = None
+        if ys is not None:  # all ones by default
+            weights = 1.0 if weights is None else weights
+            self.weights = checks.weights(weights, ys.shape, self.dtype, "the data")
 
     @classmethod
     def build(cls, field, ts, ys, *, y0, fit_y0, segments, weights):
@@ -577,8 +545,27 @@ class _Problem:
             params["starts"] = self.ys[segment_bounds(self.ys.shape[0], self.segments)[1:-1]]
         return params
 
-    def dynamics(self, physics, autonomous) -> _Dynamics:
-        return _Dynamics(self.field_static, self.is_module, physics, bool(autonomous))
+    def integrator(
+        self, adjoint, physics, autonomous, solver, rtol, atol, dt0, max_ode_steps
+    ) -> _Integrator:
+        """One diffrax solve of the field, checked first, with these settings; the tolerances
+        default to ``1e-8`` in float64 and ``1e-5`` in float32."""
+        self.check_field(physics, autonomous)
+        if solver is not None and not isinstance(solver, dfx.AbstractSolver):
+            raise TypeError(
+                f"solver must be a diffrax solver such as diffrax.Tsit5(), got {solver!r}"
+            )
+        tolerance = 1e-8 if jnp.finfo(self.dtype).bits >= 64 else 1e-5
+        return _Integrator(
+            dynamics=_Dynamics(self.field_static, self.is_module, physics, bool(autonomous)),
+            solver=dfx.Tsit5() if solver is None else solver,
+            controller=dfx.PIDController(
+                rtol=tolerance if rtol is None else rtol, atol=tolerance if atol is None else atol
+            ),
+            dt0=dt0,
+            max_steps=checks.positive_int("max_ode_steps", max_ode_steps),
+            adjoint=adjoint,
+        )
 
     def check_field(self, physics, autonomous) -> None:
         """The field and the physics term each map a state to a state (checked by tracing)."""
@@ -672,44 +659,14 @@ def _check_observations(ys, count):
     return ys
 
 
-def _check_weights(weights, shape, dtype):
-    if weights is None:
-        return jnp.ones(shape, dtype)
-    weights = np.asarray(weights)
-    try:
-        weights = np.broadcast_to(weights, shape)
-    except ValueError:
-        raise ValueError(
-            f"weights of shape {weights.shape} do not broadcast to the data's shape {shape}"
-        ) from None
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise ValueError("weights must be finite and non-negative")
-    return jnp.asarray(weights, dtype)
-
-
 def _check_segments(segments, count) -> int:
-    if isinstance(segments, bool) or not isinstance(segments, int | np.integer):
-        raise ValueError(f"segments must be a positive int, got {segments!r}")
-    if not 1 <= segments <= count - 1:
+    segments = checks.positive_int("segments", segments)
+    if segments > count - 1:
         raise ValueError(
             f"segments must be between 1 and len(ts) − 1 = {count - 1} (each segment needs at "
             f"least one interval between observations), got {segments}"
         )
-    return int(segments)
-
-
-def _check_positive(value, name) -> float:
-    if isinstance(value, bool) or not (np.ndim(value) == 0 and np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _check_max_steps(max_steps) -> int:
-    if isinstance(max_steps, bool) or not (
-        isinstance(max_steps, int | np.integer) and max_steps >= 1
-    ):
-        raise ValueError(f"max_ode_steps must be a positive int, got {max_steps!r}")
-    return int(max_steps)
+    return segments
 
 
 def _check_state_map(call, calling, u, autonomous) -> None:
@@ -730,21 +687,6 @@ def _check_state_map(call, calling, u, autonomous) -> None:
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise ValueError(f"{calling} must return floating-point values, got {out.dtype}")
-
-
-def _default_solver(solver):
-    if solver is None:
-        return dfx.Tsit5()
-    if not isinstance(solver, dfx.AbstractSolver):
-        raise TypeError(f"solver must be a diffrax solver such as diffrax.Tsit5(), got {solver!r}")
-    return solver
-
-
-def _controller(rtol, atol, dtype) -> dfx.PIDController:
-    default = 1e-8 if jnp.finfo(dtype).bits >= 64 else 1e-5
-    return dfx.PIDController(
-        rtol=default if rtol is None else rtol, atol=default if atol is None else atol
-    )
 
 
 def adjoint_modes(adjoint) -> tuple[str, ...]:

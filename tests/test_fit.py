@@ -178,6 +178,9 @@ def test_bad_validation_data_and_models_are_refused():
         nlls.fit(_mlp(), x, y, val=x)
     with pytest.raises(ValueError, match="no trainable leaves"):
         nlls.fit(_mlp(), x, y, trainable=lambda leaf: False)
+    mixed = {"a": jnp.ones((), jnp.float32), "b": jnp.ones((), jnp.float64)}
+    with pytest.raises(ValueError, match="trainable leaves .*mixes dtypes"):
+        nlls.fit((lambda p, xi: p["a"] * xi + p["b"], mixed), x, y)
     with pytest.raises(TypeError, match="equinox Module or a pair"):
         nlls.fit(lambda xi: xi, x, y)
     with pytest.raises(ValueError, match="calling the model on one sample"):

@@ -268,6 +268,21 @@ def test_bad_segments_and_options_are_refused(short):
         nlls.ode.fit(lv, ts, ys, max_ode_steps=0)
     with pytest.raises(TypeError, match="diffrax solver"):
         nlls.ode.fit(lv, ts, ys, solver="tsit5")
+    with pytest.raises(TypeError, match="integrate\\(\\) got unknown options \\['segments'\\]"):
+        nlls.ode.integrate(lv, ts, ys[0], segments=2)
+
+
+def test_docstrings_name_every_forwarded_option():
+    """``fit`` passes the options named as in ``shooting_residual`` on to it, and ``integrate``
+    takes those that set up a solve; both docstrings list them."""
+    for function, names in [
+        (nlls.ode.fit, nlls.ode._SHOOTING_OPTIONS),
+        (nlls.ode.integrate, nlls.ode._SOLVE_OPTIONS),
+    ]:
+        for name in names:
+            assert f"``{name}``" in function.__doc__, (function.__name__, name)
+    assert {"segments", "adjoint", "weights", "max_ode_steps"} <= nlls.ode._SHOOTING_OPTIONS
+    assert "mode" not in nlls.ode._SHOOTING_OPTIONS
 
 
 class Decay(eqx.Module):

@@ -164,6 +164,26 @@ class StepReport(eqx.Module):
     at_precision: Bool[Array, ""]  # judged there, and working precision is reached (converged)
 
 
+def simple_report(accepted, cost, actual, predicted, step_norm, nfev, njev, finite) -> StepReport:
+    """The report of a step with no line search and no rounding-level judgement (the first-order
+    and minibatch methods); a step not ``accepted`` counts as rejected."""
+    false = jnp.asarray(False)
+    return StepReport(
+        accepted=accepted,
+        cost_before=cost,
+        actual_reduction=actual,
+        predicted_reduction=predicted,
+        step_norm=step_norm,
+        nfev=jnp.asarray(nfev, jnp.int32),
+        njev=jnp.asarray(njev, jnp.int32),
+        rejected=(~accepted).astype(jnp.int32),
+        failed=false,
+        finite=finite,
+        rounding=false,
+        at_precision=false,
+    )
+
+
 def column_norms(jac) -> Float[Array, " n"]:
     """``‖J[:, j]‖``: from the matrix, or by ``n`` JVPs of a ``MatrixFreeJacobian``."""
     if not isinstance(jac, jax.Array):
@@ -369,6 +389,12 @@ class Method(eqx.Module):
         return jnp.where(
             (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
         ).astype(jnp.int32)
+
+    def uses_scaling(self, path) -> bool:
+        """Marquardt scaling: the method's ``scaling`` option, or the path's default
+        (``default_scaling``) when that is ``None`` or the method has no such option."""
+        scaling = getattr(self, "scaling", None)
+        return default_scaling(path) if scaling is None else bool(scaling)
 
     def open_segment(self, state):
         """The state at the start of a driver's segment (minibatch runs reset running sums)."""

@@ -27,7 +27,6 @@ from .base import (
     Method,
     Point,
     StepReport,
-    default_scaling,
     initial_radius,
     initial_scale,
     jacobian_of,
@@ -77,9 +76,6 @@ class Dogleg(Method):
     def __check_init__(self):
         if not self.initial_radius > 0:
             raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
-
-    def uses_scaling(self, path) -> bool:
-        return default_scaling(path) if self.scaling is None else bool(self.scaling)
 
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> DoglegState:
         point, jac = start_point(problem, params)

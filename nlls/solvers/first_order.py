@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, Int
 
 from ..problem import FlatProblem
 from ..termination import Status, Tolerances, gradient_small
-from .base import Method, Point, StepReport, cost_of
+from .base import Method, Point, StepReport, cost_of, simple_report
 
 KINDS = ("adam", "sgd", "lbfgs")
 
@@ -126,7 +126,12 @@ class FirstOrder(Method):
         new = FirstOrderState(trial, opt_state, self._damping(opt_state, point.cost.dtype))
         finite = trial.finite
         new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, state)
-        return new, update_report(point, trial, updates, finite, evaluations)
+        zero, norm = jnp.zeros_like(point.cost), jnp.linalg.norm(updates)
+        actual = point.cost - trial.cost
+        report = simple_report(
+            finite, point.cost, actual, zero, norm, evaluations, evaluations, finite
+        )
+        return new, report
 
     def verdict(self, tol: Tolerances, report: StepReport, before: Point, after: Point):
         return finite_or_gtol(tol, report, after)
@@ -151,27 +156,6 @@ def strong(tree):
     scalars, which the loop makes strong: without this the first segment's program would not fit the
     second segment's state and would compile twice."""
     return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, leaf.dtype), tree)
-
-
-def update_report(
-    point: Point, trial: Point, updates, finite, evaluations: Int[Array, ""]
-) -> StepReport:
-    """The report of an update that is taken unless the new point is not finite."""
-    false = jnp.asarray(False)
-    return StepReport(
-        accepted=finite,
-        cost_before=point.cost,
-        actual_reduction=point.cost - trial.cost,
-        predicted_reduction=jnp.zeros_like(point.cost),
-        step_norm=jnp.linalg.norm(updates),
-        nfev=evaluations,
-        njev=evaluations,
-        rejected=(~finite).astype(jnp.int32),
-        failed=false,
-        finite=finite,
-        rounding=false,
-        at_precision=false,
-    )
 
 
 def finite_or_gtol(tol: Tolerances, report: StepReport, after: Point) -> Int[Array, ""]:

@@ -53,7 +53,6 @@ from .base import (
     Method,
     Point,
     StepReport,
-    default_scaling,
     jacobian_of,
     judge_trial,
     predicted_reduction,
@@ -112,9 +111,6 @@ class LevenbergMarquardt(Method):
             raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
         if not 0 <= self.accept_threshold < 1:
             raise ValueError(f"accept_threshold must be in [0, 1), got {self.accept_threshold}")
-
-    def uses_scaling(self, path) -> bool:
-        return default_scaling(path) if self.scaling is None else bool(self.scaling)
 
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
         point, jac = start_point(problem, params)

@@ -60,12 +60,9 @@ Minibatch Adam and SGD (``MinibatchFirstOrder``) take the same batches: one opta
 from the gradient of the batch's mean squared residual, ``∇ mean(r_𝓑²) = (2/m_𝓑) J_𝓑ᵀr_𝓑``. A batch
 whose loss or gradient is not finite ends the run (``Status.NONFINITE_TRIALS``) without an update.
 
-What the point reports, in least-squares units: ``cost`` is the full training set's ``½‖r‖²`` at the
-start and, at the end of a driver's segment, the mean over the segment's iterations of the batch
-costs scaled to the whole set (``(m/m_𝓑)·½‖r_𝓑‖²``, each at the parameters before that iteration's
-step: the running training loss a minibatch trainer reports, at no extra cost); ``grad`` is the last
-batch's ``(m/m_𝓑)·J_𝓑ᵀr_𝓑``. The final point (``final_point``) is the full set's residual, cost and
-gradient, evaluated in chunks of ``CHUNK`` samples.
+What the point reports (``close_segment``, ``final_point``) is said in ``nlls._minibatch``, the front
+end: a segment's mean batch cost scaled to the whole set, the last batch's scaled gradient, and at
+the end the full set's residual, cost and gradient, evaluated in chunks of ``CHUNK`` samples.
 """
 
 from __future__ import annotations
@@ -81,8 +78,8 @@ from ..damping import gain_ratio
 from ..linear import factorize
 from ..problem import FlatProblem, Samples
 from ..termination import Status, Tolerances
-from .base import Method, Point, StepReport, cost_of
-from .first_order import FirstOrder, strong, update_report
+from .base import Method, Point, cost_of, simple_report
+from .first_order import FirstOrder, strong
 
 # Samples per chunk of the full-data evaluations (the start's cost, the final point).
 CHUNK = 4096
@@ -276,7 +273,11 @@ class StochasticLM(_Minibatch):
             jnp.where(accepted, params + step, params), None, state.point.cost, None, scale * grad
         )
         new = self._after(state, point, batches, cost, damping=damping, coefficient=coefficient)
-        report = _report(accepted, cost, cost - trial_cost, predicted, step, nfev=2)
+        actual = cost - trial_cost
+        step_norm = jnp.linalg.norm(step)
+        report = simple_report(
+            accepted, cost, actual, predicted, step_norm, 2, 1, jnp.isfinite(actual)
+        )
         return new, report
 
     def verdict(self, tol, report, before, after):
@@ -313,30 +314,14 @@ class MinibatchFirstOrder(_Minibatch):
             jnp.where(finite, params + updates, params), None, state.point.cost, None, scale * grad
         )
         new = self._after(state, point, batches, cost, opt_state=opt_state)
-        one = jnp.asarray(1, jnp.int32)
-        return new, update_report(state.point, state.point, updates, finite, one)
+        norm = jnp.linalg.norm(updates)
+        return new, simple_report(
+            finite, cost, jnp.zeros_like(cost), 0.0 * cost, norm, 1, 1, finite
+        )
 
     def verdict(self, tol, report, before, after):
         """A non-finite batch ends the run; nothing else does before the budget."""
         return jnp.where(report.finite, Status.RUNNING, Status.NONFINITE_TRIALS).astype(jnp.int32)
-
-
-def _report(accepted, cost, actual, predicted, step, nfev: int) -> StepReport:
-    false = jnp.asarray(False)
-    return StepReport(
-        accepted=accepted,
-        cost_before=cost,
-        actual_reduction=actual,
-        predicted_reduction=predicted,
-        step_norm=jnp.linalg.norm(step),
-        nfev=jnp.asarray(nfev, jnp.int32),
-        njev=jnp.asarray(1, jnp.int32),
-        rejected=(~accepted).astype(jnp.int32),
-        failed=false,
-        finite=jnp.isfinite(actual),
-        rounding=false,
-        at_precision=false,
-    )
 
 
 def batch_gradient(problem: FlatProblem, params, indices):

@@ -30,7 +30,6 @@ from .base import (
     Method,
     Point,
     StepReport,
-    default_scaling,
     initial_radius,
     initial_scale,
     jacobian_of,
@@ -93,9 +92,6 @@ class TrustRegion(Method):
             raise ValueError(f"max_cg_steps must be a positive int, got {self.max_cg_steps!r}")
         if self.tolerance is not None and not 0 <= self.tolerance < 1:
             raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance!r}")
-
-    def uses_scaling(self, path) -> bool:
-        return default_scaling(path) if self.scaling is None else bool(self.scaling)
 
     def cg_steps(self, path, m: int, n: int) -> int:
         if self.max_cg_steps is not None:
