@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -119,13 +120,19 @@ def least_squares(
     return plan.solve(residual, params0, args, setup, run, tolerances=tolerances)
 
 
+@functools.cache
+def _default(name: str):
+    """The method ``name`` with its default options (made once: a plain call's overhead counts)."""
+    return METHODS[name]()
+
+
 def _resolve_method(method):
     if isinstance(method, str):
         if method not in METHODS:
             raise ValueError(
                 f"method must be one of {tuple(METHODS)} or a solver object, got {method!r}"
             )
-        return METHODS[method]()
+        return _default(method)
     if isinstance(method, LevenbergMarquardt | GaussNewton | Dogleg | TrustRegion):
         return method
     raise TypeError(
