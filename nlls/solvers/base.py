@@ -408,3 +408,31 @@ class Method(eqx.Module):
         """The point the ``Solution`` reports, with its residual: the state's point, or the point
         at ``params`` (flat) when given (``EarlyStopping`` restoring the best)."""
         return state.point if params is None else point_at(problem, params)
+
+
+class RadiusState(eqx.Module):
+    """The state of a trust-region method: the point, the Marquardt scale, the trust radius, and
+    the factorisation of the Jacobian (``None`` for a method that solves its step without one)."""
+
+    point: Point
+    scale: Float[Array, " n"]
+    radius: Float[Array, ""]
+    factor: eqx.Module | None = None
+
+
+class RadiusMethod(Method):
+    """A method globalised by a trust radius (dogleg, Steihaug): it starts at
+    ``initial_radius · ‖Dθ₀‖`` and reports the radius as its damping."""
+
+    #: whether the step needs the factorisation of the Jacobian (dogleg) or not (Steihaug's CG)
+    factorized: ClassVar[bool] = True
+
+    def init(self, problem: FlatProblem, path, params) -> RadiusState:
+        point, jac = start_point(problem, params)
+        scale = initial_scale(jac, self.uses_scaling(path))
+        factor = factorize(path, jac, point.residual, scale) if self.factorized else None
+        return RadiusState(point, scale, initial_radius(self.initial_radius, scale, params), factor)
+
+    def damping_value(self, state: RadiusState) -> Float[Array, ""]:
+        """What ``StepInfo.damping`` reports: the trust radius Δ."""
+        return state.radius

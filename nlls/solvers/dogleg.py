@@ -16,31 +16,18 @@ zero) times ``initial_radius``.
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
 
 from ..damping import trust_radius_update
-from ..linear import factorize
 from ..problem import FlatProblem
 from .base import (
-    Method,
-    Point,
+    RadiusMethod,
+    RadiusState,
     StepReport,
-    initial_radius,
-    initial_scale,
     jacobian_of,
     judge_trial,
     predicted_reduction,
-    start_point,
 )
-
-
-class DoglegState(eqx.Module):
-    point: Point
-    scale: Float[Array, " n"]
-    factor: eqx.Module
-    radius: Float[Array, ""]
 
 
 def dogleg_step(gauss_newton, cauchy, gradient_direction, radius):
@@ -60,7 +47,7 @@ def dogleg_step(gauss_newton, cauchy, gradient_direction, radius):
     )
 
 
-class Dogleg(Method):
+class Dogleg(RadiusMethod):
     """Powell's dogleg trust region.
 
     Args:
@@ -77,19 +64,9 @@ class Dogleg(Method):
         if not self.initial_radius > 0:
             raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
 
-    def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> DoglegState:
-        point, jac = start_point(problem, params)
-        scale = initial_scale(jac, self.uses_scaling(path))
-        factor = factorize(path, jac, point.residual, scale)
-        return DoglegState(point, scale, factor, initial_radius(self.initial_radius, scale, params))
-
-    def damping_value(self, state: DoglegState) -> Float[Array, ""]:
-        """What ``StepInfo.damping`` reports: the trust radius Δ."""
-        return state.radius
-
     def step(
-        self, problem: FlatProblem, path, state: DoglegState
-    ) -> tuple[DoglegState, StepReport]:
+        self, problem: FlatProblem, path, state: RadiusState
+    ) -> tuple[RadiusState, StepReport]:
         point, scale = state.point, state.scale
         jac = jacobian_of(problem, point)
         scaled_grad = point.grad / scale
@@ -119,4 +96,4 @@ class Dogleg(Method):
             self.accept_threshold,
         )
         radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
-        return DoglegState(point, scale, factor, radius), report
+        return RadiusState(point, scale, radius, factor), report

@@ -18,35 +18,20 @@ initial radius is ``‖Dθ₀‖`` (1 if that is zero) times ``initial_radius``.
 
 from __future__ import annotations
 
-import equinox as eqx
+from typing import ClassVar
+
 import jax.numpy as jnp
-from jaxtyping import Array, Float
 
 from ..damping import trust_radius_update
 from ..krylov import steihaug
 from ..linear import Krylov, scaled_operator
 from ..problem import FlatProblem
-from .base import (
-    Method,
-    Point,
-    StepReport,
-    initial_radius,
-    initial_scale,
-    jacobian_of,
-    judge_trial,
-    start_point,
-)
+from .base import RadiusMethod, RadiusState, StepReport, jacobian_of, judge_trial
 
 SUBPROBLEMS = ("steihaug",)
 
 
-class TrustRegionState(eqx.Module):
-    point: Point
-    scale: Float[Array, " n"]
-    radius: Float[Array, ""]
-
-
-class TrustRegion(Method):
+class TrustRegion(RadiusMethod):
     """Trust region with Steihaug–Toint truncated CG.
 
     Args:
@@ -76,6 +61,8 @@ class TrustRegion(Method):
     max_cg_steps: int | None = None
     tolerance: float | None = None
 
+    factorized: ClassVar[bool] = False
+
     def __check_init__(self):
         if self.subproblem not in SUBPROBLEMS:
             raise ValueError(
@@ -100,18 +87,9 @@ class TrustRegion(Method):
             return path.max_steps
         return Krylov().sized(m, n).max_steps
 
-    def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> TrustRegionState:
-        point, jac = start_point(problem, params)
-        scale = initial_scale(jac, self.uses_scaling(path))
-        return TrustRegionState(point, scale, initial_radius(self.initial_radius, scale, params))
-
-    def damping_value(self, state: TrustRegionState) -> Float[Array, ""]:
-        """What ``StepInfo.damping`` reports: the trust radius Δ."""
-        return state.radius
-
     def step(
-        self, problem: FlatProblem, path, state: TrustRegionState
-    ) -> tuple[TrustRegionState, StepReport]:
+        self, problem: FlatProblem, path, state: RadiusState
+    ) -> tuple[RadiusState, StepReport]:
         point, scale = state.point, state.scale
         operator = scaled_operator(jacobian_of(problem, point), scale)
         scaled_grad = point.grad / scale
@@ -135,4 +113,4 @@ class TrustRegion(Method):
             self.accept_threshold,
         )
         radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
-        return TrustRegionState(point, scale, radius), report
+        return RadiusState(point, scale, radius), report
