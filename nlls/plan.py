@@ -137,7 +137,10 @@ def _device_tolerances(tolerances: Tolerances, dtype: np.dtype) -> Tolerances:
     """The tolerances as device arrays of ``dtype``, made once per value: a plain call then
     transfers nothing for them (converting three scalars every call cost about 100 µs, a fifth of
     a small fit's time)."""
-    return jax.tree_util.tree_map(lambda t: jnp.asarray(t, dtype), tolerances)
+    # Concrete arrays even when first asked for inside a caller's jit: a traced value cached here
+    # would leak into later calls.
+    with jax.ensure_compile_time_eval():
+        return jax.tree_util.tree_map(lambda t: jnp.asarray(t, dtype), tolerances)
 
 
 @functools.lru_cache(maxsize=128)

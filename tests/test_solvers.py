@@ -177,6 +177,29 @@ def test_jit_gives_the_same_answer_as_the_plain_call():
     assert int(jitted.stats.nfev) == int(plain.stats.nfev)
 
 
+def test_tolerances_first_seen_under_jit_serve_later_calls():
+    """Values the plan caches on a first call made inside a caller's jit (the tolerances as
+    device arrays) are concrete: another jitted solve that finds them in the cache runs again on
+    JAX's fast path, and plain calls agree (a value made during the first trace once broke the
+    second call of the second program)."""
+    nlls.plan._device_tolerances.cache_clear()
+    t, y = decay_data(1)
+    start = jnp.array([1.0, 1.0, 0.0])
+    options = {"ftol": 1.23e-9, "xtol": 1.23e-9, "gtol": 1.23e-9}
+    results = []
+    for shift in (0.0, 0.5):  # two residual functions, so two plans and two outer programs
+        residual = jax.jit(lambda p, shift=shift: decay(p, t, y + shift))
+        solve = jax.jit(
+            lambda start, residual=residual: nlls.least_squares(residual, start, **options).params
+        )
+        first, again = solve(start), solve(start)
+        plain = nlls.least_squares(residual, start, **options)
+        np.testing.assert_array_equal(np.asarray(again), np.asarray(first))
+        np.testing.assert_array_equal(np.asarray(first), np.asarray(plain.params))
+        results.append(first)
+    assert not np.array_equal(np.asarray(results[0]), np.asarray(results[1]))
+
+
 def test_vmap_over_a_thousand_data_sets_matches_the_plain_calls():
     t, _ = decay_data()
     truths = jnp.stack(
