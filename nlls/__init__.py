@@ -1,7 +1,8 @@
 """nlls: nonlinear least squares in JAX.
 
 Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Marquardt, Gauss–Newton with line
-search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``.
+search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``; the covariance
+of the fitted parameters.
 """
 
 from . import baselines, ode
@@ -13,12 +14,14 @@ from .result import Solution, Stats
 from .solve import least_squares
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt, TrustRegion
 from .termination import Status
+from .uncertainty import CovarianceWarning, correlation, covariance, standard_errors
 
 __all__ = [
     "baselines",
     "ode",
     "Checkpoint",
     "CheckpointError",
+    "CovarianceWarning",
     "Dogleg",
     "EarlyStopping",
     "FitResult",
@@ -33,7 +36,10 @@ __all__ = [
     "StepInfo",
     "TrustRegion",
     "Status",
+    "correlation",
+    "covariance",
     "fit",
     "least_squares",
+    "standard_errors",
 ]
 __version__ = "0.1.0"
