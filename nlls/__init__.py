@@ -1,13 +1,14 @@
 """nlls: nonlinear least squares in JAX.
 
 Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Marquardt, Gauss–Newton with line
-search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``; the covariance
-of the fitted parameters.
+search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``; ``curve_fit``
+with the covariance of the parameters.
 """
 
 from . import baselines, ode
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
+from .curve_fitting import curve_fit
 from .fitting import FitResult, fit
 from .linear import Krylov
 from .result import Solution, Stats
@@ -38,6 +39,7 @@ __all__ = [
     "Status",
     "correlation",
     "covariance",
+    "curve_fit",
     "fit",
     "least_squares",
     "standard_errors",
