@@ -2,7 +2,7 @@
 
 Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Marquardt, Gauss–Newton with line
 search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``; ``curve_fit``
-with the covariance of the parameters.
+with the covariance of the parameters and a ``fit_report``.
 """
 
 from . import baselines, ode
@@ -11,6 +11,7 @@ from .checkpoint import CheckpointError
 from .curve_fitting import curve_fit
 from .fitting import FitResult, fit
 from .linear import Krylov
+from .report import fit_report
 from .result import Solution, Stats
 from .solve import least_squares
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt, TrustRegion
@@ -41,6 +42,7 @@ __all__ = [
     "covariance",
     "curve_fit",
     "fit",
+    "fit_report",
     "least_squares",
     "standard_errors",
 ]
