@@ -1,24 +1,29 @@
 """nlls: nonlinear least squares in JAX.
 
 Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Marquardt, Gauss–Newton with line
-search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``.
+search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``; ``curve_fit``
+with the covariance of the parameters and a ``fit_report``.
 """
 
 from . import baselines, ode
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
+from .curve_fitting import curve_fit
 from .fitting import FitResult, fit
 from .linear import Krylov
+from .report import fit_report
 from .result import Solution, Stats
 from .solve import least_squares
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt, TrustRegion
 from .termination import Status
+from .uncertainty import CovarianceWarning, correlation, covariance, standard_errors
 
 __all__ = [
     "baselines",
     "ode",
     "Checkpoint",
     "CheckpointError",
+    "CovarianceWarning",
     "Dogleg",
     "EarlyStopping",
     "FitResult",
@@ -33,7 +38,12 @@ __all__ = [
     "StepInfo",
     "TrustRegion",
     "Status",
+    "correlation",
+    "covariance",
+    "curve_fit",
     "fit",
+    "fit_report",
     "least_squares",
+    "standard_errors",
 ]
 __version__ = "0.1.0"

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import checks, loop
+from . import checks, loop, uncertainty
 from .driver import Run, pack_snapshot, run_plan
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
@@ -50,6 +50,9 @@ class Setup:
         linear: ``"auto"``, ``"normal"``, ``"min_norm"``, ``"krylov"`` or a ``Krylov``.
         max_jacobian_bytes: the Jacobian's memory budget, ``None`` for the default.
         batch_size: samples per batch of a minibatch run (then the plan has data); ``None``.
+        covariance: the covariance of the parameters the ``Solution`` carries
+            (``nlls.uncertainty``): ``"scaled"`` (σ² estimated from the fit), ``"absolute"``
+            (σ² = 1) or ``None`` for none.
     """
 
     method: Method
@@ -57,6 +60,7 @@ class Setup:
     linear: str | Krylov = "auto"
     max_jacobian_bytes: int | None = None
     batch_size: int | None = None
+    covariance: str | None = None
 
     def __post_init__(self):
         if not (isinstance(self.linear, Krylov) or self.linear in LINEAR_PATHS):
@@ -65,6 +69,12 @@ class Setup:
             )
         if not (callable(self.jac) or self.jac in JAC_MODES):
             raise ValueError(f"jac must be one of {JAC_MODES} or a callable, got {self.jac!r}")
+        if self.covariance is not None and self.covariance not in uncertainty.KINDS:
+            raise ValueError(
+                f"covariance must be one of {uncertainty.KINDS} or None, got {self.covariance!r}"
+            )
+        if self.covariance is not None and self.batch_size is not None:
+            raise ValueError("the covariance is not computed for minibatch runs")
 
 
 class Inputs(NamedTuple):
@@ -307,6 +317,13 @@ class Plan:
             self.residual, problem.unravel_params(point.params), *full_args
         )
         status = state.status
+        covariance = None
+        if self.setup.covariance is not None:
+            jac = point.jac
+            if jac is None:  # matrix-free steps, first-order methods
+                jac = uncertainty.dense_jacobian(problem, point.params)
+            absolute = self.setup.covariance == "absolute"
+            covariance = uncertainty.covariance_matrix(jac, point.cost, absolute)
         return Solution(
             params=problem.unravel_params(point.params),
             cost=point.cost,
@@ -321,7 +338,9 @@ class Plan:
                 rejected=state.rejected,
                 linear=path_name(self.checked["path"]),
                 jac=self.checked["jac_mode"],
+                method=self.method.label,
             ),
+            covariance=covariance,
         )
 
 

@@ -19,7 +19,8 @@ class Stats(eqx.Module):
     apart; ``nfev``/``njev``: residual and Jacobian (or gradient) evaluations; ``linear``: the path
     of the step, ``"normal"``, ``"min_norm"``, ``"krylov"``, or ``"none"`` for a first-order method;
     ``jac``: how the Jacobian was obtained, ``"fwd"``, ``"rev"``, ``"user"`` (a Jacobian function,
-    e.g. ``fit``'s per-sample one) or ``"fwd+rev"`` (matrix-free products of both kinds).
+    e.g. ``fit``'s per-sample one) or ``"fwd+rev"`` (matrix-free products of both kinds); ``method``:
+    the method that ran (``"LevenbergMarquardt"``, ``"adam"``, …).
     """
 
     steps: Int[Array, ""]
@@ -28,6 +29,7 @@ class Stats(eqx.Module):
     rejected: Int[Array, ""]
     linear: str = eqx.field(static=True)
     jac: str = eqx.field(static=True)
+    method: str = eqx.field(static=True, default="")
 
 
 class Solution(eqx.Module):
@@ -37,6 +39,13 @@ class Solution(eqx.Module):
     ``cost = ½‖r‖²``; ``grad = Jᵀr`` (flat); ``status`` is a ``Status`` value (an integer array, one per
     problem under ``vmap``); ``success`` is true when a tolerance was met; ``history`` is the
     ``nlls.History`` passed in ``callbacks``, if any.
+
+    ``covariance``: the ``(n, n)`` covariance of the parameters in the order of
+    ``ravel_pytree(params)`` (``inf`` when it cannot be estimated; ``nlls.uncertainty``), when the
+    solve was asked for it (``least_squares(..., covariance=True)``, ``curve_fit``); ``None``
+    otherwise. ``nlls.covariance``, ``nlls.standard_errors`` and ``nlls.correlation`` lay it out
+    like the parameters. ``r_squared``: the coefficient of determination of a ``curve_fit``
+    (``nlls.curve_fitting``), ``None`` otherwise.
     """
 
     params: Any
@@ -47,6 +56,8 @@ class Solution(eqx.Module):
     status: Int[Array, "*batch"]
     stats: Stats
     history: Any = eqx.field(static=True, default=None)
+    covariance: Float[Array, "*batch n n"] | None = None
+    r_squared: Float[Array, "*batch"] | None = None
 
     @property
     def message(self) -> str | list[str]:

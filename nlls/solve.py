@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
+import numpy as np
 
 from . import checks, plan
 from .callbacks import StepInfo
@@ -43,6 +44,7 @@ def least_squares(
     callback_every: int = 1,
     max_time: float | None = None,
     resume: str | os.PathLike | None = None,
+    covariance: bool | str = False,
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` over ``params``.
 
@@ -85,6 +87,14 @@ def least_squares(
             a mismatched or damaged file raises ``nlls.CheckpointError``). ``params0`` gives the
             structure only.
 
+        covariance: also compute the covariance of the parameters at the solution
+            (``Solution.covariance``; ``nlls.covariance``, ``nlls.standard_errors``,
+            ``nlls.correlation`` read it): ``True`` for ``s²(JᵀJ)⁻¹`` with the residuals' variance
+            estimated by ``s² = 2·cost/(m − n)``, ``"absolute"`` for ``(JᵀJ)⁻¹`` when the residuals
+            are already divided by their true standard deviations (scipy's ``absolute_sigma``).
+            ``inf`` when it cannot be estimated (``nlls.uncertainty``). It costs the SVD of the
+            final Jacobian (formed if the steps were matrix-free).
+
         Without callbacks, ``max_time`` and ``resume`` the solve is one compiled program and works
         under ``jax.jit``/``jax.vmap``; with them it runs from Python (a ``KeyboardInterrupt`` then
         returns the last point reached, with ``Status.INTERRUPTED``) and needs concrete inputs.
@@ -114,10 +124,19 @@ def least_squares(
         max_jacobian_bytes=(
             None if max_jacobian_bytes is None else checks.byte_budget(max_jacobian_bytes)
         ),
+        covariance=_covariance_kind(covariance),
     )
     run = Run(max_steps, callbacks, callback_every, max_time, resume)
     tolerances = Tolerances(float(ftol), float(xtol), float(gtol))
     return plan.solve(residual, params0, args, setup, run, tolerances=tolerances)
+
+
+def _covariance_kind(covariance) -> str | None:
+    if isinstance(covariance, str) and covariance == "absolute":
+        return "absolute"
+    if isinstance(covariance, bool | np.bool_):
+        return "scaled" if covariance else None
+    raise ValueError(f"covariance must be True, False or 'absolute', got {covariance!r}")
 
 
 @functools.cache

@@ -7,14 +7,17 @@ import pytest
 import nlls._minibatch
 import nlls.baselines
 import nlls.callbacks
+import nlls.curve_fitting
 import nlls.fitting
 import nlls.linear
 import nlls.ode
 import nlls.plan
+import nlls.report
 import nlls.solve
 import nlls.solvers.levenberg_marquardt
 import nlls.solvers.minibatch
 import nlls.solvers.trust_region
+import nlls.uncertainty
 
 
 @pytest.mark.parametrize(
@@ -30,6 +33,9 @@ import nlls.solvers.trust_region
         nlls.fitting,
         nlls.baselines,
         nlls.ode,
+        nlls.curve_fitting,
+        nlls.uncertainty,
+        nlls.report,
     ],
     ids=str,
 )
@@ -50,6 +56,25 @@ def test_readme_example_runs():
     exec(block, namespace)
     params = namespace["sol"].params
     assert abs(float(params["a"]) - 2.0) < 1e-6 and abs(float(params["k"]) - 1.5) < 1e-6
+
+
+def test_readme_curve_fitting_example_runs(capsys):
+    """The README's curve-fitting block fits, prints its report and fits a batch under vmap."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "curve_fit(" in b)
+    namespace: dict = {}
+    exec(block, namespace)
+    np.testing.assert_allclose(namespace["popt"], [3.0, 1.3, 0.5], atol=0.05)
+    assert np.all(namespace["errors"] < 0.05)
+    assert namespace["popts"].shape == (1000, 3) and namespace["pcovs"].shape == (1000, 3, 3)
+    assert np.all(np.isfinite(np.asarray(namespace["pcovs"])))
+    report = capsys.readouterr().out
+    assert "amplitude:" in report and "+/-" in report and "R-squared" in report
 
 
 def test_readme_callbacks_example_runs(tmp_path, monkeypatch):

@@ -396,6 +396,11 @@ class Method(eqx.Module):
         scaling = getattr(self, "scaling", None)
         return default_scaling(path) if scaling is None else bool(scaling)
 
+    @property
+    def label(self) -> str:
+        """The method's name as a report gives it (``Stats.method``)."""
+        return type(self).__name__
+
     def open_segment(self, state):
         """The state at the start of a driver's segment (minibatch runs reset running sums)."""
         return state

@@ -70,6 +70,10 @@ class FirstOrder(Method):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
+    @property
+    def label(self) -> str:
+        return self.kind
+
     def optimiser(self) -> optax.GradientTransformationExtraArgs:
         if self.kind == "adam":
             return optax.adam(self.learning_rate, self.b1, self.b2, self.eps)

@@ -293,6 +293,10 @@ class MinibatchFirstOrder(_Minibatch):
 
     needs: ClassVar[str] = "gradient"
 
+    @property
+    def label(self) -> str:
+        return f"minibatch {self.optimiser.kind}"
+
     def init(self, problem: FlatProblem, path, params) -> MinibatchState:
         opt_state = strong(self.optimiser.optimiser().init(params))
         rate = self.optimiser.learning_rate
