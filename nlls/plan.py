@@ -214,7 +214,7 @@ class Plan:
             call_args, where = args, "(params, *args)"
         else:
             samples = _batch_shape(self.residual, params0, args, data, setup.batch_size, dtype)
-            rows, m = samples.batch * samples.per_sample, samples.count * samples.per_sample
+            rows, m = samples.batch_residuals, samples.residuals
             call_args, where = (
                 (*args, *_batch_like(data, setup.batch_size)),
                 "(params, *args, *batch)",

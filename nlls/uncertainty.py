@@ -37,8 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .jacobian import choose_mode
 from .problem import FlatProblem
-from .solvers.base import norm_scale
+from .solvers.base import initial_scale
 
 #: ``least_squares(covariance=...)``: σ² estimated from the fit, or taken as 1
 KINDS = ("scaled", "absolute")
@@ -55,7 +56,7 @@ def covariance_matrix(
     ``s² = 2·cost/(m − n)``, or ``(JᵀJ)⁺`` when ``absolute``; ``inf`` everywhere when ``J`` is
     rank-deficient or not finite, or ``m ≤ n`` and not ``absolute``."""
     m, n = jac.shape
-    scale = norm_scale(jnp.sqrt(jnp.sum(jac**2, axis=0)))  # powers of two: J / scale is exact
+    scale = initial_scale(jac, scaling=True)  # powers of two: J / scale is exact
     _, singular, vt = jnp.linalg.svd(jac / scale, full_matrices=False)
     cutoff = max(m, n) * jnp.finfo(jac.dtype).eps * singular[0]
     kept = singular > cutoff
@@ -79,8 +80,7 @@ def dense_jacobian(problem: FlatProblem, params: Float[Array, " n"]) -> Float[Ar
     if problem.user_jac is not None:
         mode = "user"
     else:
-        m = jax.eval_shape(problem, params).shape[0]
-        mode = "fwd" if params.size <= m else "rev"
+        mode = choose_mode("auto", jax.eval_shape(problem, params).shape[0], params.size)
     dense = FlatProblem(
         problem.residual_fn,
         problem.args,

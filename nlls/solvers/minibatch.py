@@ -318,10 +318,8 @@ class MinibatchFirstOrder(_Minibatch):
             jnp.where(finite, params + updates, params), None, state.point.cost, None, scale * grad
         )
         new = self._after(state, point, batches, cost, opt_state=opt_state)
-        norm = jnp.linalg.norm(updates)
-        return new, simple_report(
-            finite, cost, jnp.zeros_like(cost), 0.0 * cost, norm, 1, 1, finite
-        )
+        norm, zero = jnp.linalg.norm(updates), jnp.zeros_like(cost)
+        return new, simple_report(finite, cost, zero, zero, norm, 1, 1, finite)
 
     def verdict(self, tol, report, before, after):
         """A non-finite batch ends the run; nothing else does before the budget."""
