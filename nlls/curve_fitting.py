@@ -79,7 +79,10 @@ def curve_fit(
             of the errors, whitened by its Cholesky factor).
         absolute_sigma: ``sigma`` holds the errors in the units of ``ydata``: ``pcov`` is
             ``(JᵀJ)⁻¹``, not rescaled by the reduced χ².
-        bounds: only the default ``(-inf, inf)``; bounds are not supported yet.
+        bounds: ``(lower, upper)``, each a scalar or ``n`` numbers, ``±inf`` for none (scipy's
+            form); the fit runs Levenberg–Marquardt with Coleman–Li reflective steps inside them
+            (``nlls.bounds``). With bounds and no ``p0`` the start is, as scipy's, the middle of
+            finite bounds, one inside a one-sided bound, or 1.
         method: ``None`` (Levenberg–Marquardt) or anything ``least_squares`` takes (``"gn"``,
             ``"dogleg"``, ``"trust_region"``, a solver object).
         jac: ``None`` (automatic differentiation), ``"fwd"``/``"rev"``, or a function
@@ -103,7 +106,7 @@ def curve_fit(
     Raises:
         RuntimeError: the fit did not converge (as scipy; not under ``jit``/``vmap``, where the
             ``Solution``'s status says it).
-        ValueError: bounds; ``sigma`` of another shape, not positive, or not positive definite;
+        ValueError: malformed bounds or ``p0`` outside them; ``sigma`` of another shape, not positive, or not positive definite;
             NaN or inf in the data; ``f``'s output not broadcasting to ``ydata``'s shape.
 
     Example:
@@ -116,11 +119,16 @@ def curve_fit(
         >>> print(jnp.round(popt, 3), jnp.sqrt(jnp.diag(pcov)) < 0.01)
         [3.002 1.201] [ True  True]
     """
-    _check_bounds(bounds)
     count = None if p0 is None else int(np.size(p0))
     names = parameter_names(f, count)
     dtype = _dtype(p0, ydata)
-    start = jnp.ones(len(names), dtype) if p0 is None else jnp.asarray(p0, dtype).reshape(-1)
+    bounds = _named_bounds(bounds, names)
+    if p0 is not None:
+        start = jnp.asarray(p0, dtype).reshape(-1)
+    elif bounds is None:
+        start = jnp.ones(len(names), dtype)
+    else:
+        start = jnp.asarray(_feasible_start(*bounds, len(names)), dtype)
     params0 = collections.OrderedDict((name, start[i]) for i, name in enumerate(names))
     ydata = jnp.asarray(ydata, dtype)
     if ydata.size == 0:
@@ -141,6 +149,7 @@ def curve_fit(
         method=method,
         jac=jac,
         covariance="absolute" if absolute_sigma else True,
+        bounds=bounds,
         **{**TOLERANCES, **kwargs},
     )
     solution = dataclasses.replace(solution, r_squared=_r_squared(solution.cost, ydata, whitening))
@@ -179,20 +188,39 @@ def parameter_names(f: Callable[..., Any], count: int | None) -> list[str]:
     return names + [f"{base}[{offset + i}]" for i in range(count - len(names))]
 
 
-def _check_bounds(bounds) -> None:
-    try:
-        lower, upper = bounds
-        unbounded = bool(
-            np.all(np.asarray(lower, float) == -np.inf)
-            and np.all(np.asarray(upper, float) == np.inf)
-        )
-    except (TypeError, ValueError):
-        unbounded = False
-    if not unbounded:
-        raise ValueError(
-            f"bounds are not supported yet: curve_fit takes only bounds=(-inf, inf), got "
-            f"{bounds!r}; fit without them, or with scipy.optimize.curve_fit(method='trf')"
-        )
+def _named_bounds(bounds, names: list[str]):
+    """scipy's ``(lower, upper)`` (scalars or ``n`` numbers each) as bounds of the named
+    parameters, or ``None`` when there are none (``(-inf, inf)``)."""
+    if not (isinstance(bounds, tuple | list) and len(bounds) == 2):
+        raise ValueError(f"bounds must be a pair (lower, upper), got {bounds!r}")
+    sides = []
+    for side, name in zip(bounds, ("lower", "upper"), strict=True):
+        values = np.asarray(side, dtype=float)
+        if values.ndim == 0:
+            values = np.full(len(names), float(values))
+        if values.shape != (len(names),):
+            raise ValueError(
+                f"bounds: {name} must be a scalar or {len(names)} numbers (one per parameter "
+                f"{names}), got shape {values.shape}"
+            )
+        sides.append(values)
+    lower, upper = sides
+    if np.all(lower == -np.inf) and np.all(upper == np.inf):
+        return None
+    return tuple(collections.OrderedDict(zip(names, side.tolist(), strict=True)) for side in sides)
+
+
+def _feasible_start(lower, upper, count: int) -> np.ndarray:
+    """Without ``p0``: the middle of two finite bounds, one inside a one-sided bound, else 1."""
+    lower, upper = np.array(list(lower.values())), np.array(list(upper.values()))
+    start = np.ones(count)
+    both = np.isfinite(lower) & np.isfinite(upper)
+    start[both] = 0.5 * (lower[both] + upper[both])
+    only_lower = np.isfinite(lower) & ~np.isfinite(upper)
+    start[only_lower] = lower[only_lower] + 1
+    only_upper = ~np.isfinite(lower) & np.isfinite(upper)
+    start[only_upper] = upper[only_upper] - 1
+    return start
 
 
 def _dtype(p0, ydata) -> np.dtype:

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checks
+from .bounds import is_scalar
 from .callbacks import History, Metrics, StepInfo
 from .result import Solution
 
@@ -72,11 +73,24 @@ def solve_with(
     if isinstance(method, str) and method in FIRST_ORDER:
         from . import baselines
 
+        if options.get("bounds") is not None:
+            raise ValueError(
+                f"method={method!r} does not take bounds; use method='lm' (Levenberg–Marquardt "
+                "with Coleman–Li reflective steps)"
+            )
+        options.pop("bounds", None)
         options.pop("jac", None)  # first-order methods need gradients only (reverse mode)
         return getattr(baselines, method)(residual, params0, args, **options)
     from .solve import least_squares
 
     return least_squares(residual, params0, args, method=method, **options)
+
+
+def _as_arrays(tree):
+    """Numbers and NumPy arrays in ``tree`` as JAX arrays (what ``trainable`` filters see)."""
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.asarray(leaf) if isinstance(leaf, float | int | np.ndarray) else leaf, tree
+    )
 
 
 class _Function(eqx.Module):
@@ -145,6 +159,9 @@ def fit(
             ``max_steps`` is not given either; with both, the first reached ends the fit).
         seed: with ``batch_size``, seeds the per-epoch shuffling (default 0).
         solver_options: passed on (``ftol``, ``xtol``, ``gtol``, ``linear``, ``max_time``;
+            ``bounds=(lower, upper)`` for ``"lm"``, each side a scalar or shaped like the model
+            (an equinox module, or the ``params`` of a pair ``(fn, params)``) — see
+            ``least_squares``;
             ``learning_rate`` and the like for a first-order method; with ``batch_size``, the
             options of the minibatch methods: ``accept_threshold``, ``gradient_threshold``,
             ``damping_coefficient``, ``min_damping_coefficient``, ``damping_growth`` for LM,
@@ -206,6 +223,16 @@ def fit(
     callbacks = (*([callbacks] if callable(callbacks) else callbacks), *extra)
     if jac == "per_sample":
         jac = _per_sample_jacobian(outputs, params0)
+    if solver_options.get("bounds") is not None:
+        if batch_size is not None:
+            raise ValueError(
+                "bounds are not taken by minibatch training: drop batch_size or bounds"
+            )
+        wrap = (lambda side: _Function(fn=fn, params=side)) if as_pair else (lambda side: side)
+        solver_options["bounds"] = tuple(
+            side if is_scalar(side) else eqx.partition(_as_arrays(wrap(side)), trainable)[0]
+            for side in solver_options["bounds"]
+        )
     if batch_size is not None:
         from ._minibatch import train
 

@@ -64,7 +64,8 @@ def forcing_tolerance(gradient_norm: Float[Array, ""], tolerance: float | None) 
 def damped_cgls(
     operator, rhs: Float[Array, " m"], damping, *, max_steps: int, tolerance: float | None
 ) -> tuple[Float[Array, " n"], Int[Array, ""]]:
-    """``y ≈ argmin ‖A y − rhs‖² + λ‖y‖²`` by CGLS; returns ``(y, iterations)``."""
+    """``y ≈ argmin ‖A y − rhs‖² + λ‖y‖²`` by CGLS; returns ``(y, iterations)``. ``damping`` is a
+    scalar ``λ`` or a vector ``Λ`` of positive entries (then ``yᵀΛy`` replaces ``λ‖y‖²``)."""
     gradient = operator.T @ rhs
     n = gradient.shape[0]
     damping = jnp.asarray(damping, gradient.dtype)
@@ -80,7 +81,7 @@ def damped_cgls(
     def iterate(carry):
         y, s, _, p, gamma, count = carry
         t = operator @ p
-        curvature = t @ t + damping * (p @ p)
+        curvature = t @ t + (damping * p) @ p
         # A zero curvature means p = 0 (λ > 0) or A p = 0 with λ = 0: no further progress possible.
         alpha = jnp.where(curvature > 0, gamma / jnp.where(curvature > 0, curvature, 1.0), 0.0)
         y = y + alpha * p

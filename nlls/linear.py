@@ -35,6 +35,11 @@ Paths, chosen by shape (``linear="auto"``) or by name:
 solution: singular values (or Gram eigenvalues) below the rank cut-off are dropped, as ``numpy.linalg.
 lstsq`` does. When a Cholesky factorisation fails (a singular Gram matrix at λ = 0, or rounding), the
 solve falls back to an eigendecomposition of the same Gram matrix with the same cut-off.
+
+The damping may also be a vector ``Λ`` of positive entries, the diagonal ``(JₛᵀJₛ + Λ) y = −Jₛᵀr`` of a
+bounded step (``nlls.bounds``: ``λ`` plus the Coleman–Li curvature). The QR and Gram paths take it
+as they take ``λI``; the minimum-norm path forms ``Jₛ Λ⁻¹ Jₛᵀ`` for each damping (the push-through
+identity with ``Λ`` in place of ``λI``); CGLS weighs ``yᵀΛy``.
 """
 
 from __future__ import annotations
@@ -210,7 +215,13 @@ class MinNormStep(eqx.Module):
         return self.solve(jac, self.residual, damping)
 
     def solve(self, jac: Float[Array, "m n"], rhs: Float[Array, " m"], damping) -> Array:
-        """``δ = −D⁻²Jᵀ (J D⁻² Jᵀ + λI)⁻¹ rhs``."""
+        """``δ = −D⁻²Jᵀ (J D⁻² Jᵀ + λI)⁻¹ rhs``; for a diagonal damping ``Λ`` (positive),
+        ``y = −Λ⁻¹Jₛᵀ (Jₛ Λ⁻¹ Jₛᵀ + I)⁻¹ rhs``, which forms the m×m matrix anew."""
+        if jnp.ndim(damping) == 1:
+            scaled = jac / self.scale
+            weighted = scaled / damping
+            z = _damped_spd_solve(weighted @ scaled.T, rhs, 1.0)
+            return -(weighted.T @ z) / self.scale
         z = _damped_spd_solve(self.gram, rhs, damping)
         return -(jac.T @ z) / self.scale**2
 
@@ -300,11 +311,13 @@ def _damped_spd_solve(
     damped = gram + damping * jnp.eye(size, dtype=gram.dtype)
     factor = jnp.linalg.cholesky(damped)
     solution = cho_solve((factor, True), rhs)
+    # A diagonal damping (a vector) does not commute with G: decompose G + Λ itself.
+    base, shift = (damped, 0.0) if jnp.ndim(damping) == 1 else (gram, damping)
 
     def eigen_solve():
-        eigenvalues, vectors = jnp.linalg.eigh(gram)
+        eigenvalues, vectors = jnp.linalg.eigh(base)
         cutoff = jnp.finfo(gram.dtype).eps * size * jnp.max(jnp.abs(eigenvalues), initial=0.0)
-        shifted = eigenvalues + damping
+        shifted = eigenvalues + shift
         keep = shifted > cutoff
         inverse = jnp.where(keep, 1.0 / jnp.where(keep, shifted, 1.0), 0.0)
         return vectors @ (inverse * (vectors.T @ rhs))

@@ -49,7 +49,7 @@ def init(method, problem: FlatProblem, path, params, tol: Tolerances) -> LoopSta
         nfev=evaluations,
         njev=evaluations,
         rejected=zero,
-        status=method.start_status(tol, method_state.point),
+        status=method.start_status(tol, method_state.point, problem),
         step_norm=jnp.zeros((), params.dtype),
         accepted=jnp.asarray(False),
     )
@@ -78,7 +78,7 @@ def run(
 
     def body(s: LoopState) -> LoopState:
         method_state, report = method.step(problem, path, s.method_state)
-        status = method.verdict(tol, report, s.point, method_state.point)
+        status = method.verdict(tol, report, s.point, method_state.point, problem)
         return LoopState(
             method_state=method_state,
             iterations=s.iterations + 1,

@@ -27,6 +27,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import checks, loop, uncertainty
+from .bounds import active, flat_bounds
 from .driver import Run, pack_snapshot, run_plan
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
@@ -85,6 +86,7 @@ class Inputs(NamedTuple):
     data: Any = None  # a minibatch run's samples
     method: Any = None  # the array-valued options of the method
     key: Any = None  # a minibatch run's random key
+    bounds: Any = None  # (lower, upper), flat, or None (nlls.bounds)
 
 
 class PlanKey(NamedTuple):
@@ -95,6 +97,7 @@ class PlanKey(NamedTuple):
     args_treedef: Any
     static_args: tuple
     data: Any  # signature of the data
+    bounded: bool = False
 
 
 def solve(
@@ -107,10 +110,12 @@ def solve(
     tolerances: Tolerances = NO_TOLERANCES,
     data=None,
     key=None,
+    bounds=None,
 ) -> Solution:
     """Run ``setup.method`` on ``½‖residual(params, *args)‖²`` (with ``data``, minibatches of it,
-    drawn from permutations seeded by ``key``) as ``run`` says, through the plan of this call
-    signature."""
+    drawn from permutations seeded by ``key``; within ``bounds = (lower, upper)``, scalars or
+    pytrees like ``params0``, checked by ``nlls.bounds.flat_bounds``) as ``run`` says, through the
+    plan of this call signature."""
     params0 = jax.tree_util.tree_map(as_array, params0)
     dynamic, static, treedef = split_args(args)
     method_arrays, static_setup = _split_setup(setup)
@@ -122,6 +127,7 @@ def solve(
         treedef,
         static,
         None if data is None else signature(data),
+        bounds is not None,
     )
     try:
         plan = _cached_plan(plan_key)
@@ -131,7 +137,9 @@ def solve(
     # Traced options travel in the parameters' dtype (no promotion, no recompilation).
     method_arrays = jax.tree_util.tree_map(lambda a: np.asarray(a, plan.dtype), method_arrays)
     tol = _device_tolerances(tolerances, np.dtype(plan.dtype))
-    return run_plan(plan, params0, Inputs(dynamic, tol, data, method_arrays, key), run)
+    if bounds is not None:
+        bounds = tuple(jnp.asarray(side) for side in flat_bounds(bounds, params0, plan.dtype))
+    return run_plan(plan, params0, Inputs(dynamic, tol, data, method_arrays, key, bounds), run)
 
 
 def _split_setup(setup: Setup) -> tuple[Any, Setup]:
@@ -205,6 +213,8 @@ class Plan:
         if self.checked:
             return
         setup, method = self.setup, self.method
+        if self.key.bounded and (reason := method.bounds_refused()) is not None:
+            raise ValueError(reason)
         args = self.assemble(dynamic)
         dtype = checks.params_dtype(params0)
         n = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(params0))
@@ -259,6 +269,7 @@ class Plan:
             matrix_free=isinstance(checked["path"], Krylov),
             chunk=checked["chunk"],
             samples=samples,
+            bounds=inputs.bounds,
         )
         method = eqx.combine(inputs.method, self.method)
         return problem, method, inputs.tol.clipped(self.dtype), flat0, unravel
@@ -279,7 +290,7 @@ class Plan:
         state = jax.lax.optimization_barrier(loop.init(method, problem, path, flat0, tol))
         state = loop.run(method, problem, path, tol, state, max_steps)
         state = jax.lax.optimization_barrier(state)
-        return self._solution(state, method.final_point(problem, state.method_state), problem)
+        return self._solution(state, method.final_point(problem, state.method_state), problem, tol)
 
     def _start(self, params0, inputs: Inputs):
         problem, method, tol, flat0, unravel = self._setup(params0, inputs)
@@ -298,9 +309,9 @@ class Plan:
 
     def _finish(self, state, params0, inputs: Inputs, params=None) -> Solution:
         """The ``Solution`` at the state's point, or at ``params`` (flat) when given."""
-        problem, method, _, _, _ = self._setup(params0, inputs)
+        problem, method, tol, _, _ = self._setup(params0, inputs)
         return self._solution(
-            state, method.final_point(problem, state.method_state, params), problem
+            state, method.final_point(problem, state.method_state, params), problem, tol
         )
 
     def _describe(self, state, params0):
@@ -310,7 +321,7 @@ class Plan:
     def _snapshot(self, method, state: loop.LoopState, unravel):
         return pack_snapshot(state, method.damping_value(state.method_state), unravel)
 
-    def _solution(self, state: loop.LoopState, point, problem: FlatProblem) -> Solution:
+    def _solution(self, state: loop.LoopState, point, problem: FlatProblem, tol) -> Solution:
         samples = problem.samples
         full_args = problem.args if samples is None else (*problem.args, *samples.data)
         shapes = eqx.filter_eval_shape(
@@ -324,6 +335,13 @@ class Plan:
                 jac = uncertainty.dense_jacobian(problem, point.params)
             absolute = self.setup.covariance == "absolute"
             covariance = uncertainty.covariance_matrix(jac, point.cost, absolute)
+        active_bounds = None
+        if problem.bounds is not None:
+            flags = active(point.params, *problem.bounds, tol.xtol)
+            active_bounds = jax.tree_util.tree_map(
+                lambda leaf: leaf.astype(jnp.int32),
+                problem.unravel_params(flags.astype(point.params.dtype)),
+            )
         return Solution(
             params=problem.unravel_params(point.params),
             cost=point.cost,
@@ -341,6 +359,7 @@ class Plan:
                 method=self.method.label,
             ),
             covariance=covariance,
+            active_bounds=active_bounds,
         )
 
 

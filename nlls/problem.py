@@ -17,6 +17,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
+from .bounds import projected_gradient
 from .jacobian import MatrixFreeJacobian, chunked_jacobian, second_directional_derivative
 
 
@@ -58,6 +59,7 @@ class FlatProblem(eqx.Module):
     Jacobian built at once, from the memory budget; ``None`` builds them all in one vmap.
     ``samples``: the data of a minibatch run, which ``residual_fn`` takes after ``args``
     (``residual_fn(params, *args, *batch)``); ``on(batch)`` is the problem of one batch.
+    ``bounds``: ``(lower, upper)`` flat arrays (``±inf`` for none), or ``None`` (``nlls.bounds``).
     """
 
     residual_fn: Callable[..., Any]
@@ -68,6 +70,15 @@ class FlatProblem(eqx.Module):
     matrix_free: bool = eqx.field(static=True, default=False)
     chunk: int | None = eqx.field(static=True, default=None)
     samples: Samples | None = None
+    bounds: tuple[Array, Array] | None = None
+
+    def stationarity(self, params: Float[Array, " n"], grad: Float[Array, " n"]) -> Array:
+        """What ``gtol`` tests: the gradient, or with bounds the projected gradient
+        ``θ − P(θ − g)`` (``nlls.bounds.projected_gradient``), which vanishes at a minimum on a
+        bound."""
+        if self.bounds is None:
+            return grad
+        return projected_gradient(params, grad, *self.bounds)
 
     def __call__(self, params: Float[Array, " n"]) -> Float[Array, " m"]:
         tree = self.residual_fn(self.unravel_params(params), *self.args)

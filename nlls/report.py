@@ -24,7 +24,8 @@ def fit_report(solution: Solution, *, ydata=None, min_correlation: float = 0.1) 
     """A report of a fit in the manner of lmfit's: method, evaluations, data points, variables,
     chi-square, reduced chi-square, AIC, BIC, R²; each parameter by name with its value, standard
     error and relative error; the correlations above ``min_correlation`` in magnitude, largest
-    first; warnings when the fit did not converge or the errors cannot be estimated.
+    first; warnings when the fit did not converge or the errors cannot be estimated; parameters
+    at a bound (``Solution.active_bounds``) marked.
 
     Args:
         solution: one ``Solution`` (index a batch first) from ``curve_fit`` or from
@@ -99,6 +100,15 @@ def fit_report(solution: Solution, *, ydata=None, min_correlation: float = 0.1) 
     errors, correlation, warning = _errors(solution)
     if warning:
         lines.append(f"    ## Warning: {warning}")
+    at_bound = np.zeros(n, int)
+    if solution.active_bounds is not None:
+        at_bound = np.concatenate(
+            [np.ravel(np.asarray(leaf)) for leaf in _leaves(solution.active_bounds)]
+        )
+    if np.any(at_bound):
+        lines.append(
+            "    ## Warning: parameters at a bound: their errors assume the bound is not there"
+        )
     width = max(len(name) for name in names) + 1
     for index, (name, value) in enumerate(zip(names, values, strict=True)):
         text = f"    {name + ':':<{width}}  {_number(value)}"
@@ -106,6 +116,8 @@ def fit_report(solution: Solution, *, ydata=None, min_correlation: float = 0.1) 
             text += f" +/- {_number(errors[index])}"
             if value != 0:
                 text += f" ({100 * abs(errors[index] / value):.2f}%)"
+        if at_bound[index]:
+            text += " (at lower bound)" if at_bound[index] < 0 else " (at upper bound)"
         lines.append(text)
 
     if correlation is not None:

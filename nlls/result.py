@@ -45,7 +45,10 @@ class Solution(eqx.Module):
     solve was asked for it (``least_squares(..., covariance=True)``, ``curve_fit``); ``None``
     otherwise. ``nlls.covariance``, ``nlls.standard_errors`` and ``nlls.correlation`` lay it out
     like the parameters. ``r_squared``: the coefficient of determination of a ``curve_fit``
-    (``nlls.curve_fitting``), ``None`` otherwise.
+    (``nlls.curve_fitting``), ``None`` otherwise. ``active_bounds``: for a solve with bounds, a
+    pytree like ``params`` of ``−1`` (at the lower bound), ``+1`` (at the upper) or ``0``, a
+    parameter counting as at a bound within ``xtol · max(1, |bound|)`` (``nlls.bounds``);
+    ``None`` without bounds.
     """
 
     params: Any
@@ -58,6 +61,7 @@ class Solution(eqx.Module):
     history: Any = eqx.field(static=True, default=None)
     covariance: Float[Array, "*batch n n"] | None = None
     r_squared: Float[Array, "*batch"] | None = None
+    active_bounds: Any = None
 
     @property
     def message(self) -> str | list[str]:

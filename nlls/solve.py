@@ -45,6 +45,7 @@ def least_squares(
     max_time: float | None = None,
     resume: str | os.PathLike | None = None,
     covariance: bool | str = False,
+    bounds: tuple | None = None,
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` over ``params``.
 
@@ -94,6 +95,13 @@ def least_squares(
             are already divided by their true standard deviations (scipy's ``absolute_sigma``).
             ``inf`` when it cannot be estimated (``nlls.uncertainty``). It costs the SVD of the
             final Jacobian (formed if the steps were matrix-free).
+        bounds: ``(lower, upper)``, each a scalar or a pytree like ``params0`` (leaves broadcast to
+            the parameter's shape), ``-inf``/``inf`` for no bound; ``None`` for none. Taken by
+            ``method="lm"`` (Coleman–Li affine scaling with reflective steps, ``nlls.bounds``) on
+            every linear path; iterates stay strictly inside, a start on a bound is moved inside
+            by ``1e-10·max(1, |bound|)``, and ``Solution.active_bounds`` says which bounds hold
+            at the end. ``gtol`` then tests the projected gradient. ``params0`` outside, NaN in
+            the bounds or ``lower ≥ upper`` raise ``ValueError``.
 
         Without callbacks, ``max_time`` and ``resume`` the solve is one compiled program and works
         under ``jax.jit``/``jax.vmap``; with them it runs from Python (a ``KeyboardInterrupt`` then
@@ -128,7 +136,7 @@ def least_squares(
     )
     run = Run(max_steps, callbacks, callback_every, max_time, resume)
     tolerances = Tolerances(float(ftol), float(xtol), float(gtol))
-    return plan.solve(residual, params0, args, setup, run, tolerances=tolerances)
+    return plan.solve(residual, params0, args, setup, run, tolerances=tolerances, bounds=bounds)
 
 
 def _covariance_kind(covariance) -> str | None:

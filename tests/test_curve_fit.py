@@ -257,11 +257,15 @@ def test_no_more_data_than_parameters_gives_inf_unless_absolute():
     np.testing.assert_allclose(pcov, [[1.0, -1.0], [-1.0, 2.0]], atol=1e-12)  # (AᵀA)⁻¹
 
 
-def test_bounds_are_refused_for_now():
+def test_infinite_bounds_are_no_bounds_and_bad_bounds_are_refused():
     x, y = _decay_data()
-    with pytest.raises(ValueError, match="bounds are not supported yet"):
-        nlls.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], bounds=(0.0, 10.0))
-    nlls.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], bounds=([-np.inf] * 3, np.inf))
+    free, _ = nlls.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0])
+    boxed, _ = nlls.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], bounds=([-np.inf] * 3, np.inf))
+    np.testing.assert_array_equal(boxed, free)
+    with pytest.raises(ValueError, match="one per parameter"):
+        nlls.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], bounds=([0.0, 0.0], 10.0))
+    with pytest.raises(ValueError, match="outside the bounds"):
+        nlls.curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], bounds=(2.0, 10.0))
 
 
 def test_bad_sigma_and_data_are_refused():

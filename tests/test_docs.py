@@ -77,6 +77,29 @@ def test_readme_curve_fitting_example_runs(capsys):
     assert "amplitude:" in report and "+/-" in report and "R-squared" in report
 
 
+def test_readme_bounds_example_runs():
+    """The README's bounds block ends on the bound it names, at scipy's solution."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+    import scipy.optimize
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "bounds=(" in b)
+    namespace: dict = {}
+    exec(block, namespace)
+    x, y = np.asarray(namespace["x"], float), np.asarray(namespace["y"], float)
+    reference, _ = scipy.optimize.curve_fit(
+        lambda x, a, k, c: a * np.exp(-k * x) + c,
+        x,
+        y,
+        p0=[1.0, 1.0, 0.0],
+        bounds=([0.0, 0.0, -np.inf], [10.0, 5.0, 0.4]),
+    )
+    np.testing.assert_allclose(namespace["popt"], reference, rtol=1e-4)
+
+
 def test_readme_callbacks_example_runs(tmp_path, monkeypatch):
     """The README's callbacks block runs, writes its files and resumes to the same parameters."""
     import re

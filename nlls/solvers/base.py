@@ -254,13 +254,18 @@ def updated_scale(scale: Float[Array, " n"], jac, scaling: bool) -> Float[Array,
     return jnp.maximum(scale, norm_scale(column_norms(jac)))
 
 
-def refresh(path: str, scaling: bool, scale, params, residual, jacobian: Callable[[], Array]):
+def refresh(
+    path: str, scaling: bool, scale, params, residual, jacobian: Callable[[], Array], column=None
+):
     """The point, scale and factorisation at an accepted trial point, whose residual is known and
-    whose Jacobian ``jacobian()`` materialises (``FlatProblem.evaluate``)."""
+    whose Jacobian ``jacobian()`` materialises (``FlatProblem.evaluate``). ``column(point, scale)``
+    gives the column scale of the factorisation when it is not the scale itself (a bounded step:
+    ``nlls.bounds.effective_scale``)."""
     jac = jacobian()
     point = point_of(params, residual, jac)
     new_scale = updated_scale(scale, jac, scaling)
-    return point, new_scale, factorize(path, jac, residual, new_scale)
+    factor_scale = new_scale if column is None else column(point, new_scale)
+    return point, new_scale, factorize(path, jac, residual, factor_scale)
 
 
 def accept_if(
@@ -294,6 +299,7 @@ def judge_trial(
     predicted: Float[Array, ""],
     accept_threshold: float,
     evaluations: int = 1,
+    column=None,
 ):
     """Evaluate ``point.params + step`` once and accept it when the gain ratio
     ``ρ = (actual reduction) / predicted`` exceeds ``accept_threshold`` and the residual and Jacobian
@@ -302,6 +308,8 @@ def judge_trial(
     such a trial of an exact step (``factor.exact``: the damped system solved to rounding) fails, the
     report says working precision is reached. An inexact step (Krylov, Steihaug's CG: ``factor`` not
     exact or ``None``) is then only rejected: a shorter one may still gain.
+
+    ``column``: as in ``refresh``.
 
     Returns ``(point, scale, factor, ratio, report)``: the new ones when accepted, the old otherwise;
     at the rounding level ``ratio`` is that of ``gradient_reduction`` (``−∞`` for a rejected trial).
@@ -314,7 +322,7 @@ def judge_trial(
     exact = factor is not None and factor.exact
     (new_point, new_scale, new_factor), accepted, jac_finite = accept_if(
         candidate,
-        lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian),
+        lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian, column),
         (point, scale, factor),
         keep=lambda new: (
             ~rounding | (gradient_ratio(point, new, step, predicted) > accept_threshold)
@@ -371,24 +379,34 @@ class Method(eqx.Module):
     #: residual and Jacobian evaluations counted at the start
     start_evaluations: ClassVar[int] = 1
 
-    def start_status(self, tol: Tolerances, point: Point) -> Int[Array, ""]:
+    def start_status(self, tol: Tolerances, point: Point, problem: FlatProblem) -> Int[Array, ""]:
         """``NONFINITE_START``, ``GTOL`` at a stationary start, or ``RUNNING``."""
         finite = jnp.all(jnp.isfinite(point.params)) & point.finite
-        status = jnp.where(gradient_small(tol, point.grad), Status.GTOL, Status.RUNNING)
+        stationarity = problem.stationarity(point.params, point.grad)
+        status = jnp.where(gradient_small(tol, stationarity), Status.GTOL, Status.RUNNING)
         return jnp.where(finite, status, Status.NONFINITE_START).astype(jnp.int32)
 
     def verdict(
-        self, tol: Tolerances, report: StepReport, before: Point, after: Point
+        self, tol: Tolerances, report: StepReport, before: Point, after: Point, problem: FlatProblem
     ) -> Int[Array, ""]:
-        """The status after one trial step from ``before`` to ``after`` (``termination.check``): a
-        trial that could not move for non-finite values ends ``NONFINITE_TRIALS``, a failed line
-        search ``LINE_SEARCH_FAILED``."""
-        status = check(tol, report, jnp.linalg.norm(before.params), after.grad)
+        """The status after one trial step from ``before`` to ``after`` (``termination.check``, on
+        ``problem.stationarity``): a trial that could not move for non-finite values ends
+        ``NONFINITE_TRIALS``, a failed line search ``LINE_SEARCH_FAILED``."""
+        stationarity = problem.stationarity(after.params, after.grad)
+        status = check(tol, report, jnp.linalg.norm(before.params), stationarity)
         walled_in = (status == Status.XTOL) & ~report.accepted & ~report.finite
         status = jnp.where(walled_in, Status.NONFINITE_TRIALS, status)
         return jnp.where(
             (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
         ).astype(jnp.int32)
+
+    def bounds_refused(self) -> str | None:
+        """Why this method cannot take bounds (a message naming the fix), or ``None`` when it
+        can; only Levenberg–Marquardt does (``nlls.bounds``)."""
+        return (
+            f"{self.label} does not take bounds; use method='lm' (Levenberg–Marquardt with "
+            "Coleman–Li reflective steps)"
+        )
 
     def uses_scaling(self, path) -> bool:
         """Marquardt scaling: the method's ``scaling`` option, or the path's default

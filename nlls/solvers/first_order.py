@@ -137,7 +137,7 @@ class FirstOrder(Method):
         )
         return new, report
 
-    def verdict(self, tol: Tolerances, report: StepReport, before: Point, after: Point):
+    def verdict(self, tol: Tolerances, report: StepReport, before: Point, after: Point, problem):
         return finite_or_gtol(tol, report, after)
 
     def final_point(self, problem: FlatProblem, state: FirstOrderState, params=None) -> Point:

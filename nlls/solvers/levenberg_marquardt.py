@@ -38,6 +38,12 @@ correction ``a`` solves the same damped system with ``r`` replaced by the second
 ``r''(θ)[v, v]`` (computed exactly by a nested JVP); the trial step is ``v + a/2`` when
 ``2‖Da‖ ≤ α‖Dv‖`` (``geodesic_ratio``), and ``v`` otherwise. The prediction then uses the general model
 form ``pred = −gᵀδ − ½‖Jδ‖²``. The extra evaluation counts as one residual evaluation.
+
+Bounds (``least_squares(bounds=...)``; Nielsen's rule, no geodesic acceleration): the step solves
+the Coleman–Li system ``(JₛᵀJₛ + C + λI) y = −Jₛᵀr`` in the affine-scaled variables of
+``nlls.bounds`` (the factorisation at each point is of ``J E⁻¹`` with the bounded column scale
+``E``), the best of the reflective candidates is tried, and the gain ratio compares the actual
+reduction with the reduction of the Coleman–Li model. Iterates stay strictly inside the box.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import bounds as box
 from ..damping import damping_for_radius, more_radius_update, nielsen_update
 from ..linear import factorize
 from ..problem import FlatProblem
@@ -112,7 +119,16 @@ class LevenbergMarquardt(Method):
         if not 0 <= self.accept_threshold < 1:
             raise ValueError(f"accept_threshold must be in [0, 1), got {self.accept_threshold}")
 
+    def bounds_refused(self) -> str | None:
+        if self.geodesic:
+            return "geodesic acceleration is not available with bounds; use geodesic=False"
+        if self.damping != "nielsen":
+            return "bounds need LevenbergMarquardt(damping='nielsen') (the default)"
+        return None
+
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
+        if problem.bounds is not None:  # a start on a bound would stay there: move it inside
+            params = box.strictly_inside(params, *problem.bounds, box.START_INSIDE)
         point, jac = start_point(problem, params)
         scale, largest = scale_and_curvature(jac, self.uses_scaling(path))
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
@@ -123,7 +139,7 @@ class LevenbergMarquardt(Method):
         return LMState(
             point=point,
             scale=scale,
-            factor=factorize(path, jac, point.residual, scale),
+            factor=factorize(path, jac, point.residual, _column(problem, point, scale)),
             damping=damping.astype(params.dtype),
             damping_growth=jnp.asarray(2.0, dtype=params.dtype),
             radius=radius.astype(params.dtype),
@@ -149,6 +165,8 @@ class LevenbergMarquardt(Method):
         return state.damping
 
     def step(self, problem: FlatProblem, path, state: LMState) -> tuple[LMState, StepReport]:
+        if problem.bounds is not None:
+            return self._bounded_step(problem, path, state)
         point, scale, factor = state.point, state.scale, state.factor
         jac = jacobian_of(problem, point)
         if self.damping == "trust_region":
@@ -217,3 +235,50 @@ class LevenbergMarquardt(Method):
             )
 
         return LMState(new_point, new_scale, new_factor, new_damping, growth, radius), report
+
+    def _bounded_step(self, problem: FlatProblem, path, state: LMState):
+        """One step inside the box (``nlls.bounds``): the Coleman–Li damped step, the best
+        reflective candidate, Nielsen's update."""
+        point, scale, factor = state.point, state.scale, state.factor
+        lower, upper = problem.bounds
+        jac = jacobian_of(problem, point)
+        column, curvature = box.effective_scale(point.params, point.grad, lower, upper, scale)
+        damping = state.damping
+        step = factor.step(jac, damping + curvature)
+        optimality = jnp.max(
+            jnp.abs(box.projected_gradient(point.params, point.grad, lower, upper)), initial=0.0
+        )
+        theta = jnp.maximum(0.995, 1.0 - optimality)
+        model = box.Model(jac, column, curvature, point.grad)
+        radius = jnp.linalg.norm(column * step)
+        step, predicted = box.reflective_step(
+            model, point.params, step, lower, upper, theta, radius
+        )
+        step = box.strictly_inside(point.params + step, lower, upper) - point.params
+        new_point, new_scale, new_factor, ratio, report = judge_trial(
+            problem,
+            path,
+            self.uses_scaling(path),
+            point,
+            scale,
+            factor,
+            step,
+            predicted,
+            self.accept_threshold,
+            column=lambda new, new_scale: _column(problem, new, new_scale),
+        )
+        new_damping, growth = nielsen_update(damping, state.damping_growth, ratio, report.accepted)
+        eps = jnp.finfo(damping.dtype).eps
+        new_damping = jnp.where(
+            report.rounding & report.accepted, jnp.sqrt(eps) * damping, new_damping
+        )
+        new_state = LMState(new_point, new_scale, new_factor, new_damping, growth, state.radius)
+        return new_state, report
+
+
+def _column(problem: FlatProblem, point: Point, scale):
+    """The column scale of the factorisation at ``point``: Marquardt's ``scale``, or with bounds the
+    Coleman–Li scale (``nlls.bounds.effective_scale``)."""
+    if problem.bounds is None:
+        return scale
+    return box.effective_scale(point.params, point.grad, *problem.bounds, scale)[0]

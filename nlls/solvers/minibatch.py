@@ -180,7 +180,7 @@ class _Minibatch(Method):
             cost_count=jnp.asarray(0, jnp.int32),
         )
 
-    def start_status(self, tol: Tolerances, point: Point) -> Int[Array, ""]:
+    def start_status(self, tol: Tolerances, point: Point, problem) -> Int[Array, ""]:
         finite = jnp.all(jnp.isfinite(point.params)) & point.finite
         return jnp.where(finite, Status.RUNNING, Status.NONFINITE_START).astype(jnp.int32)
 
@@ -280,7 +280,7 @@ class StochasticLM(_Minibatch):
         )
         return new, report
 
-    def verdict(self, tol, report, before, after):
+    def verdict(self, tol, report, before, after, problem):
         """No termination test: batch quantities are noisy; the run ends on its budget."""
         return jnp.asarray(Status.RUNNING, jnp.int32)
 
@@ -321,7 +321,7 @@ class MinibatchFirstOrder(_Minibatch):
         norm, zero = jnp.linalg.norm(updates), jnp.zeros_like(cost)
         return new, simple_report(finite, cost, zero, zero, norm, 1, 1, finite)
 
-    def verdict(self, tol, report, before, after):
+    def verdict(self, tol, report, before, after, problem):
         """A non-finite batch ends the run; nothing else does before the budget."""
         return jnp.where(report.finite, Status.RUNNING, Status.NONFINITE_TRIALS).astype(jnp.int32)
 
