@@ -86,7 +86,7 @@ def test_readme_bounds_example_runs():
     import scipy.optimize
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "bounds=(" in b)
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "active_bounds" in b)
     namespace: dict = {}
     exec(block, namespace)
     x, y = np.asarray(namespace["x"], float), np.asarray(namespace["y"], float)
