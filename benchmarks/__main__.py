@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all eight by default: nist, minpack, mlp, training, callbacks,
-stochastic, scale, threads), prints progress and the markdown report, saves each suite's raw
+Runs the suites asked for (all nine by default: nist, minpack, curvefit, mlp, training,
+callbacks, stochastic, scale, threads), prints progress and the markdown report, saves each suite's raw
 results to ``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
 result found in ``bench-out/`` (so the suites can be run one at a time and the report still covers
 all of them).
@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import (  # noqa: E402
     callbacks,
+    curvefit,
     minpack,
     mlp,
     nist,
@@ -93,6 +94,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = nist.run(repeats=repeats_for(suite, args), verbose=verbose)
     elif suite == "minpack":
         result = minpack.run(verbose=verbose)
+    elif suite == "curvefit":
+        result = curvefit.run(verbose=verbose, batch=1000 if args.quick else curvefit.BATCH)
     elif suite == "training":
         result = training.run(verbose=verbose)
     elif suite == "callbacks":

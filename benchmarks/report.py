@@ -14,13 +14,24 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks import callbacks, minpack, mlp, nist, scale, stochastic, threads, training
+from benchmarks import (
+    callbacks,
+    curvefit,
+    minpack,
+    mlp,
+    nist,
+    scale,
+    stochastic,
+    threads,
+    training,
+)
 from benchmarks.markdown import blas_line
 
 #: The suite modules, in the order of the report; each has ``run``, ``headline`` and ``render``.
 SUITE_MODULES = {
     "nist": nist,
     "minpack": minpack,
+    "curvefit": curvefit,
     "mlp": mlp,
     "training": training,
     "callbacks": callbacks,
