@@ -5,13 +5,14 @@
 library with its defaults as a user calls it (nlls: automatic derivatives, tolerances to working
 precision; scipy: ``method="lm"``, finite differences, ``ftol = xtol = 1.49e-8``). Scored by the LRE
 (log relative error, digits) of the parameters and of the standard deviations ``√diag(pcov)``
-against the certified values; a fit that raises scores 0.
+against the certified values, each fit scored by its worst component (the least LRE); a fit that
+raises scores 0.
 
 *Batched*: ``B`` data sets of ``y = a·exp(−k·x) + c`` on 40 points of ``[0, 4]`` (``a ∈ [1, 5]``,
 ``k ∈ [0.5, 2]``, ``c ∈ [−1, 1]`` uniform, noise σ = 0.01, seed 0), fitted from ``p0 = (1, 1, 0)``:
 nlls as ``jax.jit(jax.vmap(curve_fit))`` (one program; the time of a warm call, best of 3, and of the
-first call with its compilation), scipy as a Python loop of ``curve_fit`` with the Jacobian given
-(JAX-compiled, called per fit, as a careful scipy user would) over the same sets. Both answers are
+first call with its compilation), scipy as a Python loop of ``curve_fit`` over the same sets, with
+the model and its analytic Jacobian in NumPy (as a careful scipy user writes them). Both answers are
 compared (largest relative difference of the parameters). Under ``vmap`` the loop runs until the
 last fit has converged, so the steps of the slowest fit are the work of every lane; the table gives
 the largest and the mean number of steps.
@@ -64,7 +65,11 @@ def _scores(problem, popt, pcov) -> tuple[float, float]:
     labelled = problem.labelled(popt)
     order = np.array([int(np.flatnonzero(popt == value)[0]) for value in labelled])
     errors = np.sqrt(np.diag(np.asarray(pcov, float)))[order]
-    return float(lre(popt[order], problem.certified)), float(lre(errors, problem.certified_sd))
+    # the least LRE over the components: the digits of the worst parameter
+    return (
+        float(np.min(lre(popt[order], problem.certified))),
+        float(np.min(lre(errors, problem.certified_sd))),
+    )
 
 
 def _nist(verbose: bool) -> list[dict]:
@@ -131,20 +136,17 @@ def _batched(batch: int, verbose: bool) -> dict:
     if verbose:
         print(f"  nlls vmap: {nlls_time:.3f} s warm, {first:.1f} s first call")
 
-    model = jax.jit(decay)
-    jacobian = jax.jit(jax.jacfwd(decay, argnums=(1, 2, 3)))
-
     def f(x, a, k, c):
-        return np.asarray(model(x, a, k, c))
+        return a * np.exp(-k * x) + c
 
     def jac(x, a, k, c):
-        return np.stack([np.asarray(column) for column in jacobian(x, a, k, c)], axis=1)
+        e = np.exp(-k * x)
+        return np.stack([e, -a * x * e, np.ones_like(x)], axis=1)
 
-    f(xj, 1.0, 1.0, 0.0), jac(xj, 1.0, 1.0, 0.0)  # compile before the clock
     reference = np.empty((batch, 3))
     began = time.perf_counter()
     for i in range(batch):
-        reference[i], _ = scipy.optimize.curve_fit(f, xj, ys[i], p0=p0, jac=jac)
+        reference[i], _ = scipy.optimize.curve_fit(f, x, ys[i], p0=p0, jac=jac)
     scipy_time = time.perf_counter() - began
     if verbose:
         print(f"  scipy loop: {scipy_time:.2f} s")
