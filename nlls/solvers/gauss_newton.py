@@ -37,12 +37,11 @@ from .base import (
     Point,
     StepReport,
     accept_if,
-    cost_of,
+    actual_reduction,
     gradient_ratio,
     jacobian_of,
     judged_by_rounding,
     precision_reached,
-    reduction,
     refresh,
     start_point,
 )
@@ -74,7 +73,7 @@ class GaussNewton(Method):
             raise ValueError(f"armijo_constant must be in (0, 1), got {self.armijo_constant}")
 
     def init(self, problem: FlatProblem, path, params) -> GNState:
-        point, jac = start_point(problem, params)
+        point, jac, _ = start_point(problem, params)
         unit = jnp.ones(params.shape, params.dtype)
         one = jnp.ones((), params.dtype)
         return GNState(point, factorize(path, jac, point.residual, unit), one)
@@ -96,7 +95,7 @@ class GaussNewton(Method):
 
         def trial(length):
             residual = problem(point.params + length * direction)
-            return residual, cost_of(residual)
+            return residual, problem.loss.cost(residual)
 
         def sufficient(length, cost):
             return armijo_holds(cost, point.cost, length, slope, self.armijo_constant)
@@ -114,7 +113,7 @@ class GaussNewton(Method):
         length, trials, trial_residual, trial_cost = jax.lax.while_loop(
             insufficient, backtrack, (one, jnp.asarray(1, jnp.int32), *trial(one))
         )
-        actual = reduction(point.residual, trial_residual)
+        actual = actual_reduction(problem, point, trial_residual)
         _, found = judged_by_rounding(
             point, full_prediction, actual, descent & sufficient(length, trial_cost)
         )
@@ -125,6 +124,7 @@ class GaussNewton(Method):
         (point, _, factor), accepted, jac_finite = accept_if(
             found,
             lambda: refresh(
+                problem,
                 path,
                 False,
                 unit,

@@ -113,8 +113,8 @@ class LevenbergMarquardt(Method):
             raise ValueError(f"accept_threshold must be in [0, 1), got {self.accept_threshold}")
 
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
-        point, jac = start_point(problem, params)
-        scale, largest = scale_and_curvature(jac, self.uses_scaling(path))
+        point, jac, plain_jac = start_point(problem, params)
+        scale, largest = scale_and_curvature(jac, self.uses_scaling(path), plain_jac)
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
