@@ -134,7 +134,7 @@ def least_squares(
         >>> y_bad = y.at[5].add(5.0)
         >>> sol = nlls.least_squares(lambda p, x, y: p["a"] * jnp.exp(-p["k"] * x) - y,
         ...                          {"a": 1.0, "k": 1.0}, args=(x, y_bad),
-        ...                          loss="soft_l1", f_scale=0.1)
+        ...                          loss="cauchy", f_scale=0.1)
         >>> print(f"{float(sol.params['a']):.2f} {float(sol.params['k']):.2f}")
         2.00 1.50
     """
