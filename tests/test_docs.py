@@ -77,6 +77,25 @@ def test_readme_curve_fitting_example_runs(capsys):
     assert "amplitude:" in report and "+/-" in report and "R-squared" in report
 
 
+def test_readme_robust_loss_example_runs(capsys):
+    """The README's robust-loss block: the robust fit recovers the decay that the plain fit misses."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if 'loss="' in b)
+    namespace: dict = {}
+    exec(block, namespace)
+    truth = np.array([3.0, 1.3, 0.5])
+    assert np.max(np.abs(np.asarray(namespace["plain"]) - truth)) > 0.3
+    np.testing.assert_allclose(namespace["robust"], truth, atol=0.03)
+    sol = namespace["sol"]
+    assert float(sol.cost) < float(sol.plain_cost)
+    assert sol.stats.loss == "cauchy (f_scale=0.05)"
+
+
 def test_readme_callbacks_example_runs(tmp_path, monkeypatch):
     """The README's callbacks block runs, writes its files and resumes to the same parameters."""
     import re

@@ -17,6 +17,10 @@ can explain (``termination.tolerated_rise``). The solve ends with ``Status.PRECI
 or when the predicted reduction falls to the noise floor ``termination.floor`` (``‖Jδ‖`` a few ten
 ``eps·‖r‖``: the step no longer changes the residual at working precision, and the gain ratio is
 random).
+
+With a robust loss (``nlls.losses``) the cost is ``½ Σ C²ρ((rᵢ/C)²)``: a ``Point`` holds the corrected
+``r̃``, ``J̃`` of ``FlatProblem.model`` (``point_of``), so the methods' models and predictions are
+unchanged, and the actual reduction is that of the robust cost (``actual_reduction``).
 """
 
 from __future__ import annotations

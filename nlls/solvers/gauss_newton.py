@@ -8,9 +8,11 @@ decrease condition holds (Nocedal & Wright, Alg. 3.1):
 
     ½‖r(θ + αd)‖² ≤ ½‖r(θ)‖² + c α gᵀd,    g = Jᵀr,
 
-with ``c`` = ``armijo_constant``. Trial points with non-finite residuals fail the test. Every trial that
-fails counts as a rejected step. If ``max_backtracks`` halvings find no decrease, or ``d`` is not a
-descent direction, the solve ends: converged (``FTOL``) when the model predicts a reduction of at most
+with ``c`` = ``armijo_constant`` (with a robust loss, the robust cost and ``d`` from the corrected
+``J̃``, ``r̃``: ``nlls.losses``; no damping then guards a model that is nearly flat where most
+residuals are outliers, so start from a plain fit or use LM). Trial points with non-finite residuals
+fail the test. Every trial that fails counts as a rejected step. If ``max_backtracks`` halvings
+find no decrease, or ``d`` is not a descent direction, the solve ends: converged (``FTOL``) when the model predicts a reduction of at most
 ``ftol · cost`` for the full step — there is nothing left to gain at working precision — and with status
 ``LINE_SEARCH_FAILED`` otherwise.
 
