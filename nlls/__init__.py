@@ -1,8 +1,9 @@
 """nlls: nonlinear least squares in JAX.
 
 Minimise ``½‖r(θ)‖²`` with the methods made for that loss: Levenberg–Marquardt, Gauss–Newton with line
-search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``; ``curve_fit``
-with the covariance of the parameters and a ``fit_report``.
+search and dogleg trust region, on any pytree of parameters, under ``jit`` and ``vmap``; robust losses
+(``loss="huber"``, …, ``nlls.losses``); ``curve_fit`` with the covariance of the parameters and a
+``fit_report``.
 """
 
 from . import baselines, ode

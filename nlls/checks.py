@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .losses import LINEAR, LOSS_NAMES, Loss
 from .problem import describe_leaves
 
 INT32_MAX = int(np.iinfo(np.int32).max)
@@ -203,3 +204,51 @@ def weights(value, shape: tuple, dtype, data: str):
         raise ValueError(
             f"weights of shape {value.shape} do not broadcast to {data}'s shape {tuple(shape)}"
         ) from error
+
+
+def loss(name, f_scale) -> Loss:
+    """The ``Loss`` of ``loss=name`` (one of ``LOSS_NAMES`` or a function ``rho(z) -> (3, m)``)
+    and ``f_scale``, a finite positive number; the linear loss ignores ``f_scale`` (its cost is
+    ``½‖r‖²`` whatever the scale), so every linear loss is the same plan."""
+    if not (callable(name) or (isinstance(name, str) and name in LOSS_NAMES)):
+        raise ValueError(
+            f"loss must be one of {LOSS_NAMES} or a function rho(z) returning the (3, m) array "
+            f"[rho, rho', rho''], got {name!r}"
+        )
+    if isinstance(f_scale, bool):
+        raise ValueError(f"f_scale must be a positive number, got {f_scale!r}")
+    try:
+        scale = float(f_scale)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"f_scale must be a positive number (the residual size beyond which a residual "
+            f"counts as an outlier), got {f_scale!r}"
+        ) from error
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(
+            f"f_scale must be finite and positive (the residual size beyond which a residual "
+            f"counts as an outlier; 1.0 by default), got {f_scale!r}"
+        )
+    if isinstance(name, str) and name == "linear":
+        return LINEAR
+    return Loss(name, scale)
+
+
+def loss_output(given: Loss, m: int, dtype) -> None:
+    """Check that a callable loss maps ``z`` of shape ``(m,)`` to a floating ``(3, m)`` array."""
+    if given.linear or isinstance(given.rho, str):
+        return
+    try:
+        shape = jax.eval_shape(given.rho, jax.ShapeDtypeStruct((m,), dtype))
+    except Exception as error:  # the user's function failed to trace: say where
+        raise ValueError(f"calling loss(z) with z of shape ({m},) failed: {error}") from error
+    if not (
+        hasattr(shape, "shape")
+        and tuple(shape.shape) == (3, m)
+        and jnp.issubdtype(shape.dtype, jnp.floating)
+    ):
+        got = getattr(shape, "shape", type(shape).__name__)
+        raise ValueError(
+            f"loss(z) must return the floating (3, m) = (3, {m}) array [rho(z), rho'(z), "
+            f"rho''(z)] (e.g. jnp.stack([rho, d_rho, d2_rho])), got {got}"
+        )

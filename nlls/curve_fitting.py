@@ -88,9 +88,12 @@ def curve_fit(
         jac: ``None`` (automatic differentiation), ``"fwd"``/``"rev"``, or a function
             ``jac(x, *params)`` returning the ``(M, n)`` Jacobian of ``f``.
         full_output: also return the ``Solution``.
-        kwargs: passed to ``least_squares`` (``ftol``, ``xtol``, ``gtol``, ``max_steps``, …).
-            The tolerances default to ``TOLERANCES`` (to working precision); scipy's stopping
-            is ``ftol=1.49e-8, xtol=1.49e-8, gtol=0``.
+        kwargs: passed to ``least_squares`` (``ftol``, ``xtol``, ``gtol``, ``max_steps``,
+            ``loss``, ``f_scale``, …). The tolerances default to ``TOLERANCES`` (to working
+            precision); scipy's stopping is ``ftol=1.49e-8, xtol=1.49e-8, gtol=0``. A robust
+            ``loss`` applies to the whitened residual, and ``pcov`` is then scipy's: from the
+            corrected Jacobian ``J̃`` and the robust cost at the solution (``nlls.losses``); R² and
+            the report's χ² are those of the residuals themselves.
 
     The parameters' dtype is ``p0``'s when it is a floating array, else ``ydata``'s when that is
     floating, else JAX's default float; float32 and float64 both work. ``jax.vmap`` over data sets
@@ -152,7 +155,8 @@ def curve_fit(
         bounds=bounds,
         **{**TOLERANCES, **kwargs},
     )
-    solution = dataclasses.replace(solution, r_squared=_r_squared(solution.cost, ydata, whitening))
+    r_squared = _r_squared(solution.plain_cost, ydata, whitening)
+    solution = dataclasses.replace(solution, r_squared=r_squared)
     popt = ravel_pytree(solution.params)[0]
     pcov = solution.covariance
     if not isinstance(solution.status, jax.core.Tracer):

@@ -120,6 +120,8 @@ def fit(
     batch_size: int | None = None,
     epochs: int | None = None,
     seed: int | None = None,
+    loss: str | Callable[[Any], Any] = "linear",
+    f_scale: float = 1.0,
     **solver_options,
 ) -> FitResult:
     """Fit ``model`` to samples ``(x, y)`` by least squares.
@@ -158,6 +160,11 @@ def fit(
         epochs: with ``batch_size``, the number of passes over the data (default 10 when
             ``max_steps`` is not given either; with both, the first reached ends the fit).
         seed: with ``batch_size``, seeds the per-epoch shuffling (default 0).
+        loss, f_scale: a robust loss of the (weighted) residuals, as ``least_squares`` takes it
+            (``"soft_l1"``, ``"huber"``, ``"cauchy"``, ``"arctan"`` or a function; ``nlls.losses``),
+            for the least-squares methods on the whole data set. The first-order baselines and
+            minibatch training minimise the plain mean squared error and refuse any loss but
+            ``"linear"``.
         solver_options: passed on (``ftol``, ``xtol``, ``gtol``, ``linear``, ``max_time``;
             ``bounds=(lower, upper)`` for ``"lm"``, each side a scalar or shaped like the model
             (an equinox module, or the ``params`` of a pair ``(fn, params)``) — see
@@ -177,7 +184,8 @@ def fit(
             weights hold NaN or inf, ``model(x[0])`` does not have the shape of ``y[0]``, or the
             model has no trainable leaves; with ``batch_size``, when it is not a positive int up to
             the number of samples, the method is not ``"lm"``, ``"adam"`` or ``"sgd"``, or
-            ``epochs``/``seed`` are given without it.
+            ``epochs``/``seed`` are given without it; a robust loss with a first-order method or
+            ``batch_size``, an unknown loss or an ``f_scale`` not finite and positive.
 
     Example:
         >>> import equinox as eqx, jax, jax.numpy as jnp, nlls
@@ -190,6 +198,15 @@ def fit(
         >>> bool(mse < 1e-6), result.solution.stats.linear
         (True, 'normal')
     """
+    robust = not checks.loss(loss, f_scale).linear
+    if robust and (batch_size is not None or (isinstance(method, str) and method in FIRST_ORDER)):
+        raise ValueError(
+            f"loss={loss!r} needs a least-squares method (method='lm', 'gn', 'dogleg' or "
+            "'trust_region') without batch_size: the first-order baselines and minibatch "
+            "training minimise the plain mean squared error; use loss='linear' with them"
+        )
+    if robust:
+        solver_options.update(loss=loss, f_scale=f_scale)
     as_pair = isinstance(model, tuple)
     if as_pair:
         if len(model) != 2 or not callable(model[0]):

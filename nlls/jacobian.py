@@ -11,6 +11,7 @@ Both come with the residual value at the same point, from the linearisation itse
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import jax
@@ -38,6 +39,18 @@ def second_directional_derivative(
     return jax.jvp(directional_derivative, (params,), (direction,))[1]
 
 
+def value_and_second_directional(
+    fn: Callable[[Array], Array], params: Float[Array, " n"], direction: Float[Array, " n"]
+) -> tuple[Float[Array, " m"], Float[Array, " m"]]:
+    """``(r(θ), r''(θ)[v, v])`` from the same nested JVP (its inner primal is the value)."""
+
+    def value_and_derivative(point):
+        return jax.jvp(fn, (point,), (direction,))
+
+    (value, _), (_, second) = jax.jvp(value_and_derivative, (params,), (direction,))
+    return value, second
+
+
 class MatrixFreeJacobian:
     """The Jacobian of ``fn`` at ``params`` seen only through products: ``J @ v`` is a JVP of the
     linearisation (``jax.linearize``, one evaluation of ``fn`` that keeps what the JVPs need) and
@@ -51,18 +64,30 @@ class MatrixFreeJacobian:
         self.shape = (self.residual.shape[0], params.shape[0])
         self.dtype = params.dtype
         self._chunk = chunk
+        self._rows = None  # a row scaling diag(s) of J (``row_scaled``), or None
+
+    def row_scaled(self, rows: Float[Array, " m"]) -> MatrixFreeJacobian:
+        """``diag(rows) J`` as products, on the same linearisation: ``(sJ)v = s ∘ (Jv)``,
+        ``(sJ)ᵀu = Jᵀ(s ∘ u)`` (a robust loss's corrected Jacobian, ``nlls.losses``)."""
+        scaled = copy.copy(self)
+        scaled._rows = rows if self._rows is None else self._rows * rows
+        return scaled
 
     def __matmul__(self, vector: Float[Array, " n"]) -> Float[Array, " m"]:
-        return self._jvp(vector)
+        image = self._jvp(vector)
+        return image if self._rows is None else self._rows * image
 
     @property
     def T(self) -> _Transposed:  # noqa: N802 (the matrix convention)
-        return _Transposed(self._vjp, (self.shape[1], self.shape[0]))
+        if self._rows is None:
+            return _Transposed(self._vjp, (self.shape[1], self.shape[0]))
+        rows = self._rows
+        return _Transposed(lambda u: self._vjp(rows * u), (self.shape[1], self.shape[0]))
 
     def column_norms(self) -> Float[Array, " n"]:
         """``‖J[:, j]‖`` for every column: ``n`` JVPs, ``chunk`` at a time."""
         n = self.shape[1]
-        return map_basis(lambda e: jnp.linalg.norm(self._jvp(e)), n, self.dtype, self._chunk)
+        return map_basis(lambda e: jnp.linalg.norm(self @ e), n, self.dtype, self._chunk)
 
 
 class _Transposed:

@@ -31,6 +31,7 @@ from .bounds import active, flat_bounds
 from .driver import Run, pack_snapshot, run_plan
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
+from .losses import LINEAR, Loss
 from .memory import default_jacobian_bytes, plan_memory
 from .problem import FlatProblem, Samples
 from .result import Solution, Stats
@@ -54,6 +55,8 @@ class Setup:
         covariance: the covariance of the parameters the ``Solution`` carries
             (``nlls.uncertainty``): ``"scaled"`` (σ² estimated from the fit), ``"absolute"``
             (σ² = 1) or ``None`` for none.
+        loss: the cost ``½ Σ C²ρ((rᵢ/C)²)`` (``nlls.losses``; ``checks.loss`` builds it); the
+            linear loss, ``½‖r‖²``, by default.
     """
 
     method: Method
@@ -62,6 +65,7 @@ class Setup:
     max_jacobian_bytes: int | None = None
     batch_size: int | None = None
     covariance: str | None = None
+    loss: Loss = LINEAR
 
     def __post_init__(self):
         if not (isinstance(self.linear, Krylov) or self.linear in LINEAR_PATHS):
@@ -76,6 +80,12 @@ class Setup:
             )
         if self.covariance is not None and self.batch_size is not None:
             raise ValueError("the covariance is not computed for minibatch runs")
+        if not self.loss.linear and (self.method.needs != "jacobian" or self.batch_size):
+            raise ValueError(
+                f"loss={self.loss.rho!r} needs a least-squares method (method='lm', 'gn', "
+                "'dogleg' or 'trust_region') on the whole data set: the first-order and "
+                "minibatch methods minimise the plain ½‖r‖²; use loss='linear' with them"
+            )
 
 
 class Inputs(NamedTuple):
@@ -221,6 +231,7 @@ class Plan:
         samples = None
         if data is None:
             rows = m = checks.residual_size(self.residual, params0, args, dtype)
+            checks.loss_output(setup.loss, m, dtype)
             call_args, where = args, "(params, *args)"
         else:
             samples = _batch_shape(self.residual, params0, args, data, setup.batch_size, dtype)
@@ -247,7 +258,9 @@ class Plan:
                 jac_mode = "fwd+rev"  # products of both kinds, from the residual itself
         self.checked.update(path=path, chunk=chunk, jac_mode=jac_mode, samples=samples)
         if method.checkpointable:
-            self.checked["signature"] = _describe_problem(method, path, jac_mode, params0, m)
+            self.checked["signature"] = _describe_problem(
+                method, path, jac_mode, params0, m, setup.loss
+            )
         self.dtype = dtype
 
     def assemble(self, dynamic) -> tuple:
@@ -270,6 +283,7 @@ class Plan:
             chunk=checked["chunk"],
             samples=samples,
             bounds=inputs.bounds,
+            loss=self.setup.loss,
         )
         method = eqx.combine(inputs.method, self.method)
         return problem, method, inputs.tol.clipped(self.dtype), flat0, unravel
@@ -330,9 +344,10 @@ class Plan:
         status = state.status
         covariance = None
         if self.setup.covariance is not None:
-            jac = point.jac
+            jac = point.jac  # the model's J̃ (J for the linear loss), as scipy's curve_fit uses
             if jac is None:  # matrix-free steps, first-order methods
-                jac = uncertainty.dense_jacobian(problem, point.params)
+                dense = uncertainty.dense_jacobian(problem, point.params)
+                jac = problem.model(point.plain, dense)[1]
             absolute = self.setup.covariance == "absolute"
             covariance = uncertainty.covariance_matrix(jac, point.cost, absolute)
         active_bounds = None
@@ -342,10 +357,11 @@ class Plan:
                 lambda leaf: leaf.astype(jnp.int32),
                 problem.unravel_params(flags.astype(point.params.dtype)),
             )
+        plain = point.plain
         return Solution(
             params=problem.unravel_params(point.params),
             cost=point.cost,
-            residual=_unraveler(shapes)(point.residual),
+            residual=_unraveler(shapes)(plain),
             grad=point.grad,
             success=succeeded(status),
             status=status,
@@ -357,9 +373,11 @@ class Plan:
                 linear=path_name(self.checked["path"]),
                 jac=self.checked["jac_mode"],
                 method=self.method.label,
+                loss=self.setup.loss.label,
             ),
             covariance=covariance,
             active_bounds=active_bounds,
+            plain_cost=point.cost if problem.loss.linear else 0.5 * jnp.sum(plain**2),
         )
 
 
@@ -400,14 +418,15 @@ def _batch_shape(residual, params0, args, data, batch_size: int, dtype) -> Sampl
     return Samples(None, None, count, batch_size, shape.shape[0] // batch_size)
 
 
-def _describe_problem(method, path, jac_mode, params0, m) -> str:
+def _describe_problem(method, path, jac_mode, params0, m, loss: Loss) -> str:
     treedef = jax.tree_util.tree_structure(params0)
     leaves = [
         f"{jnp.result_type(x)}{list(np.shape(x))}" for x in jax.tree_util.tree_leaves(params0)
     ]
+    robust = "" if loss.linear else f"; loss={loss.label}"
     return (
         f"method={method!r}; linear={path}; jac={jac_mode}; {{tolerances}}; "
-        f"params={treedef} {leaves}; residuals={m}"
+        f"params={treedef} {leaves}; residuals={m}{robust}"
     )
 
 

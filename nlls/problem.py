@@ -18,7 +18,13 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
 from .bounds import projected_gradient
-from .jacobian import MatrixFreeJacobian, chunked_jacobian, second_directional_derivative
+from .jacobian import (
+    MatrixFreeJacobian,
+    chunked_jacobian,
+    second_directional_derivative,
+    value_and_second_directional,
+)
+from .losses import LINEAR, Loss
 
 
 class Samples(eqx.Module):
@@ -60,6 +66,10 @@ class FlatProblem(eqx.Module):
     ``samples``: the data of a minibatch run, which ``residual_fn`` takes after ``args``
     (``residual_fn(params, *args, *batch)``); ``on(batch)`` is the problem of one batch.
     ``bounds``: ``(lower, upper)`` flat arrays (``±inf`` for none), or ``None`` (``nlls.bounds``).
+    ``loss``: the cost is ``½ Σ C² ρ((rᵢ/C)²)`` (``nlls.losses``); ``model`` gives the corrected
+    residual and Jacobian a step is solved on, and ``operator`` and ``second_directional`` are those
+    of the corrected model. ``evaluate``, ``linearize`` and ``jacobian`` give ``r`` and ``J``
+    themselves.
     """
 
     residual_fn: Callable[..., Any]
@@ -71,6 +81,7 @@ class FlatProblem(eqx.Module):
     chunk: int | None = eqx.field(static=True, default=None)
     samples: Samples | None = None
     bounds: tuple[Array, Array] | None = None
+    loss: Loss = eqx.field(static=True, default=LINEAR)
 
     def stationarity(self, params: Float[Array, " n"], grad: Float[Array, " n"]) -> Array:
         """What ``gtol`` tests: the gradient, or with bounds the projected gradient
@@ -117,20 +128,35 @@ class FlatProblem(eqx.Module):
         )
         return self(params), user
 
+    def model(self, residual: Float[Array, " m"], jac):
+        """``(r̃, J̃)``: the residual and Jacobian of the Gauss–Newton model of the cost at a point
+        of residual ``residual`` and Jacobian ``jac`` (dense, or a ``MatrixFreeJacobian``). For a
+        robust loss, ``r̃ = (ρ'/s) ∘ r`` and ``J̃ = diag(s) J`` (``nlls.losses``: the model's gradient
+        ``J̃ᵀr̃`` is the robust cost's); for the linear loss, ``r`` and ``J`` themselves."""
+        if self.loss.linear:
+            return residual, jac
+        residual_factor, rows = self.loss.correction(residual)
+        if isinstance(jac, MatrixFreeJacobian):
+            return residual_factor * residual, jac.row_scaled(rows)
+        return residual_factor * residual, rows[:, None] * jac
+
     def on(self, batch) -> FlatProblem:
         """The problem of the samples ``batch`` (a minibatch run's data indexed alike), with the
-        same AD mode."""
+        same AD mode and loss."""
         return FlatProblem(
             self.residual_fn,
             (*self.args, *batch),
             self.unravel_params,
             self.jac_mode,
             self.user_jac,
+            loss=self.loss,
         )
 
     def operator(self, params: Float[Array, " n"]) -> MatrixFreeJacobian:
-        """The Jacobian at ``params`` as products only (``J @ v``, ``J.T @ u``)."""
-        return MatrixFreeJacobian(self, params, self.chunk or params.size)
+        """The Jacobian of the model at ``params`` as products only (``J̃ @ v``, ``J̃.T @ u``;
+        ``J`` itself for the linear loss)."""
+        jac = MatrixFreeJacobian(self, params, self.chunk or params.size)
+        return self.model(jac.residual, jac)[1]
 
     def jacobian(self, params: Float[Array, " n"]):
         return self.linearize(params)[1]
@@ -138,8 +164,13 @@ class FlatProblem(eqx.Module):
     def second_directional(
         self, params: Float[Array, " n"], direction: Float[Array, " n"]
     ) -> Float[Array, " m"]:
-        """``r''(θ)[v, v]``, for geodesic acceleration."""
-        return second_directional_derivative(self, params, direction)
+        """``r''(θ)[v, v]``, for geodesic acceleration; for a robust loss, with the rows of the
+        corrected Jacobian scaled alike, ``s ∘ r''(θ)[v, v]`` (the curvature of the model's
+        residual, as ``J̃ = diag(s) J`` is its slope)."""
+        if self.loss.linear:
+            return second_directional_derivative(self, params, direction)
+        residual, second = value_and_second_directional(self, params, direction)
+        return self.loss.correction(residual)[1] * second
 
 
 def describe_leaves(tree) -> str:

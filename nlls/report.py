@@ -9,6 +9,11 @@ whitened by the errors of the data, so that χ² is a chi-square):
   to a constant, plus the penalty for the parameters; lower is better between models of the same
   data;
 * ``R² = 1 − χ²/χ²₀`` against the best constant model (``nlls.curve_fitting``).
+
+With a robust loss (``nlls.losses``) the report names it and gives the robust cost that was minimised,
+``½ Σ C²ρ((rᵢ/C)²)``; χ² and the statistics above stay those of the residuals themselves,
+``χ² = ‖r‖² = 2·plain_cost`` (outliers included), and the standard errors are those of the solve's
+covariance (scipy's ``curve_fit``'s: the corrected Jacobian and the robust cost).
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def fit_report(solution: Solution, *, ydata=None, min_correlation: float = 0.1) 
     names = uncertainty.labels(solution.params)
     n = values.size
     m = sum(int(np.size(leaf)) for leaf in _leaves(solution.residual))
-    chi_square = 2.0 * float(solution.cost)
+    plain_cost = solution.cost if solution.plain_cost is None else solution.plain_cost
+    chi_square = 2.0 * float(plain_cost)
     with np.errstate(divide="ignore", invalid="ignore"):
         reduced = chi_square / (m - n) if m > n else np.nan
         log_likelihood_term = m * np.log(chi_square / m)
@@ -85,6 +91,10 @@ def fit_report(solution: Solution, *, ydata=None, min_correlation: float = 0.1) 
         ("# function evals", int(solution.stats.nfev)),
         ("# data points", m),
         ("# variables", n),
+    ]
+    if solution.stats.loss != "linear":
+        rows += [("# loss", solution.stats.loss), ("robust cost", _number(solution.cost))]
+    rows += [
         ("chi-square", _number(chi_square)),
         ("reduced chi-square", _number(reduced)),
         ("Akaike info crit", _number(aic)),

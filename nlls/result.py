@@ -20,7 +20,8 @@ class Stats(eqx.Module):
     of the step, ``"normal"``, ``"min_norm"``, ``"krylov"``, or ``"none"`` for a first-order method;
     ``jac``: how the Jacobian was obtained, ``"fwd"``, ``"rev"``, ``"user"`` (a Jacobian function,
     e.g. ``fit``'s per-sample one) or ``"fwd+rev"`` (matrix-free products of both kinds); ``method``:
-    the method that ran (``"LevenbergMarquardt"``, ``"adam"``, …).
+    the method that ran (``"LevenbergMarquardt"``, ``"adam"``, …); ``loss``: the loss of the cost
+    (``"linear"``, or a robust one with its scale, ``"huber (f_scale=0.1)"``; ``nlls.losses``).
     """
 
     steps: Int[Array, ""]
@@ -30,6 +31,7 @@ class Stats(eqx.Module):
     linear: str = eqx.field(static=True)
     jac: str = eqx.field(static=True)
     method: str = eqx.field(static=True, default="")
+    loss: str = eqx.field(static=True, default="linear")
 
 
 class Solution(eqx.Module):
@@ -39,6 +41,11 @@ class Solution(eqx.Module):
     ``cost = ½‖r‖²``; ``grad = Jᵀr`` (flat); ``status`` is a ``Status`` value (an integer array, one per
     problem under ``vmap``); ``success`` is true when a tolerance was met; ``history`` is the
     ``nlls.History`` passed in ``callbacks``, if any.
+
+    With a robust loss (``least_squares(..., loss=...)``, ``nlls.losses``), ``cost`` is the robust
+    cost ``½ Σ C²ρ((rᵢ/C)²)`` that was minimised and ``grad`` its gradient ``Jᵀ(ρ' ∘ r)``;
+    ``plain_cost`` is ``½‖r‖²`` at the same parameters (equal to ``cost`` for the linear loss), and
+    ``residual`` is ``r`` itself.
 
     ``covariance``: the ``(n, n)`` covariance of the parameters in the order of
     ``ravel_pytree(params)`` (``inf`` when it cannot be estimated; ``nlls.uncertainty``), when the
@@ -62,6 +69,7 @@ class Solution(eqx.Module):
     covariance: Float[Array, "*batch n n"] | None = None
     r_squared: Float[Array, "*batch"] | None = None
     active_bounds: Any = None
+    plain_cost: Float[Array, "*batch"] | None = None
 
     @property
     def message(self) -> str | list[str]:

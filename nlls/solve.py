@@ -46,8 +46,10 @@ def least_squares(
     resume: str | os.PathLike | None = None,
     covariance: bool | str = False,
     bounds: tuple | None = None,
+    loss: str | Callable[[Any], Any] = "linear",
+    f_scale: float = 1.0,
 ) -> Solution:
-    """Minimise ``½‖residual(params, *args)‖²`` over ``params``.
+    """Minimise ``½‖residual(params, *args)‖²`` over ``params``, or a robust cost ``½ Σ C²ρ((rᵢ/C)²)``.
 
     Args:
         residual: ``residual(params, *args)`` returns an array or pytree of residuals, of the same
@@ -94,7 +96,16 @@ def least_squares(
             estimated by ``s² = 2·cost/(m − n)``, ``"absolute"`` for ``(JᵀJ)⁻¹`` when the residuals
             are already divided by their true standard deviations (scipy's ``absolute_sigma``).
             ``inf`` when it cannot be estimated (``nlls.uncertainty``). It costs the SVD of the
-            final Jacobian (formed if the steps were matrix-free).
+            final Jacobian (formed if the steps were matrix-free). With a robust loss it is that of
+            scipy's ``curve_fit``: from the corrected Jacobian ``J̃`` and the robust cost.
+        loss: ``"linear"`` (``½‖r‖²``), or a robust loss as ``scipy.optimize.least_squares``
+            defines it: ``"soft_l1"``, ``"huber"``, ``"cauchy"``, ``"arctan"``, or a function
+            ``loss(z)`` of the ``(m,)`` array ``z = (r/f_scale)²`` returning the ``(3, m)`` array
+            ``[ρ(z), ρ'(z), ρ''(z)]`` (``jax.numpy``). The cost is then ``½ Σ f_scale² ρ(zᵢ)``
+            (``Solution.cost``; ``Solution.plain_cost`` is ``½‖r‖²``), minimised by every method and
+            linear path on the corrected Jacobian and residual of Triggs et al. (``nlls.losses``).
+        f_scale: C, the size of residual beyond which the loss treats it as an outlier; finite
+            and positive (ignored by the linear loss). A new value compiles anew.
         bounds: ``(lower, upper)``, each a scalar or a pytree like ``params0`` (leaves broadcast to
             the parameter's shape), ``-inf``/``inf`` for no bound; ``None`` for none. Taken by
             ``method="lm"`` (Coleman–Li affine scaling with reflective steps, ``nlls.bounds``) on
@@ -112,7 +123,8 @@ def least_squares(
 
     Raises:
         ValueError: a non-finite ``params0``, or residual or Jacobian non-finite at the start; a
-            residual of the wrong dtype or shape; an unknown option. Under an outer ``jax.jit`` or
+            residual of the wrong dtype or shape; an unknown option (a loss not named above, an
+            ``f_scale`` not finite and positive, a loss function not returning ``(3, m)``). Under an outer ``jax.jit`` or
             ``jax.vmap`` the values are not known when tracing, so a non-finite start is reported as
             ``Status.NONFINITE_START`` (with ``params`` left at ``params0``) instead of raised.
 
@@ -124,6 +136,15 @@ def least_squares(
         ...                          {"a": 1.0, "k": 1.0}, args=(x, y))
         >>> print(f"{float(sol.params['a']):.4f} {float(sol.params['k']):.4f}")
         2.0000 1.5000
+
+        A robust fit: one gross outlier barely moves it.
+
+        >>> y_bad = y.at[5].add(5.0)
+        >>> sol = nlls.least_squares(lambda p, x, y: p["a"] * jnp.exp(-p["k"] * x) - y,
+        ...                          {"a": 1.0, "k": 1.0}, args=(x, y_bad),
+        ...                          loss="cauchy", f_scale=0.1)
+        >>> print(f"{float(sol.params['a']):.2f} {float(sol.params['k']):.2f}")
+        2.00 1.50
     """
     setup = Setup(
         method=_resolve_method(method),
@@ -133,6 +154,7 @@ def least_squares(
             None if max_jacobian_bytes is None else checks.byte_budget(max_jacobian_bytes)
         ),
         covariance=_covariance_kind(covariance),
+        loss=checks.loss(loss, f_scale),
     )
     run = Run(max_steps, callbacks, callback_every, max_time, resume)
     tolerances = Tolerances(float(ftol), float(xtol), float(gtol))

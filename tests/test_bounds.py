@@ -313,3 +313,27 @@ def test_reflective_candidates_beat_the_cut_step():
     t, _ = box.step_to_bound(params, full, lower, upper)
     cut = 0.995 * t * column * full
     assert float(value) <= float(model.value(cut, model.image(cut))) + 1e-15
+
+
+@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+def test_bounds_with_a_robust_loss_match_scipy_trf(loss):
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 3.0, 60)
+    y = 2.5 * np.exp(-1.3 * x) + 0.3 + 0.01 * rng.standard_normal(60)
+    y[::10] += 2.0  # outliers
+    bounds = ([-np.inf, 0.0, -np.inf], [np.inf, 1.0, 0.2])
+    reference = scipy.optimize.least_squares(
+        lambda p: np.asarray(decay(p, x, y)),
+        [1.0, 0.5, 0.0],
+        bounds=bounds,
+        loss=loss,
+        f_scale=0.1,
+        **TIGHT,
+    )
+    sol = nlls.least_squares(
+        decay, jnp.array([1.0, 0.5, 0.0]), (x, y), bounds=bounds, loss=loss, f_scale=0.1, **TIGHT
+    )
+    _assert_feasible(sol.params, *bounds)
+    assert float(sol.cost) <= reference.cost * (1 + 1e-8)
+    np.testing.assert_allclose(sol.params, reference.x, rtol=1e-6)
+    assert np.asarray(sol.active_bounds).tolist() == [0, 1, 0]

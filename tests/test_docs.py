@@ -86,7 +86,9 @@ def test_readme_bounds_example_runs():
     import scipy.optimize
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "active_bounds" in b)
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "active_bounds" in b
+    )
     namespace: dict = {}
     exec(block, namespace)
     x, y = np.asarray(namespace["x"], float), np.asarray(namespace["y"], float)
@@ -98,6 +100,25 @@ def test_readme_bounds_example_runs():
         bounds=([0.0, 0.0, -np.inf], [10.0, 5.0, 0.4]),
     )
     np.testing.assert_allclose(namespace["popt"], reference, rtol=1e-4)
+
+
+def test_readme_robust_loss_example_runs(capsys):
+    """The README's robust-loss block: the robust fit recovers the decay that the plain fit misses."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if 'loss="' in b)
+    namespace: dict = {}
+    exec(block, namespace)
+    truth = np.array([3.0, 1.3, 0.5])
+    assert np.max(np.abs(np.asarray(namespace["plain"]) - truth)) > 0.3
+    np.testing.assert_allclose(namespace["robust"], truth, atol=0.03)
+    sol = namespace["sol"]
+    assert float(sol.cost) < float(sol.plain_cost)
+    assert sol.stats.loss == "cauchy (f_scale=0.05)"
 
 
 def test_readme_callbacks_example_runs(tmp_path, monkeypatch):

@@ -17,12 +17,16 @@ can explain (``termination.tolerated_rise``). The solve ends with ``Status.PRECI
 or when the predicted reduction falls to the noise floor ``termination.floor`` (``‖Jδ‖`` a few ten
 ``eps·‖r‖``: the step no longer changes the residual at working precision, and the gain ratio is
 random).
+
+With a robust loss (``nlls.losses``) the cost is ``½ Σ C²ρ((rᵢ/C)²)``: a ``Point`` holds the corrected
+``r̃``, ``J̃`` of ``FlatProblem.model`` (``point_of``), so the methods' models and predictions are
+unchanged, and the actual reduction is that of the robust cost (``actual_reduction``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -46,13 +50,24 @@ from ..termination import (
 class Point(eqx.Module):
     """An accepted iterate with everything evaluated there. ``jac`` is the dense Jacobian, or
     ``None`` on the matrix-free path (``jacobian_of`` then linearises at ``params`` again) and for
-    the methods that use gradients only; those keep no ``residual`` either (``None``)."""
+    the methods that use gradients only; those keep no ``residual`` either (``None``).
+
+    With a robust loss (``nlls.losses``) ``residual`` and ``jac`` are those of the model the steps
+    are solved on, ``r̃`` and ``J̃``, ``cost`` is ``½ Σ C²ρ(zᵢ)`` and ``grad = J̃ᵀr̃`` its gradient;
+    ``plain_residual`` is ``r`` itself (``None`` for the linear loss, where ``residual`` is ``r``).
+    """
 
     params: Float[Array, " n"]
     residual: Float[Array, " m"] | None
     cost: Float[Array, ""]
     jac: Float[Array, "m n"] | None
     grad: Float[Array, " n"]
+    plain_residual: Float[Array, " m"] | None = None
+
+    @property
+    def plain(self) -> Float[Array, " m"] | None:
+        """The residual ``r`` itself."""
+        return self.residual if self.plain_residual is None else self.plain_residual
 
     @property
     def finite(self) -> Bool[Array, ""]:
@@ -73,16 +88,21 @@ def cost_of(residual: Float[Array, " m"]) -> Float[Array, ""]:
     return jnp.where(jnp.isfinite(cost), cost, jnp.inf)
 
 
-def point_of(params, residual: Float[Array, " m"], jac) -> Point:
-    """The ``Point`` with cost and gradient ``Jᵀr`` derived from a residual and its Jacobian (dense,
-    or a ``MatrixFreeJacobian``, which is not kept)."""
-    return Point(
+def point_of(problem: FlatProblem, params, residual: Float[Array, " m"], jac) -> tuple[Point, Any]:
+    """``(point, model_jac)``: the ``Point`` at ``params`` from its residual ``r`` and Jacobian
+    ``J`` (dense, or a ``MatrixFreeJacobian``, which is not kept), with the model's ``r̃`` and
+    ``J̃`` (``FlatProblem.model``; ``r`` and ``J`` for the linear loss), the problem's cost and the
+    gradient ``J̃ᵀr̃``; and ``J̃`` for the steps from it."""
+    model_residual, model_jac = problem.model(residual, jac)
+    point = Point(
         params=params,
-        residual=residual,
-        cost=cost_of(residual),
-        jac=jac if isinstance(jac, jax.Array) else None,
-        grad=jac.T @ residual,
+        residual=model_residual,
+        cost=problem.loss.cost(residual),
+        jac=model_jac if isinstance(model_jac, jax.Array) else None,
+        grad=model_jac.T @ model_residual,
+        plain_residual=None if problem.loss.linear else residual,
     )
+    return point, model_jac
 
 
 def point_at(problem: FlatProblem, params: Float[Array, " n"]) -> Point:
@@ -91,10 +111,13 @@ def point_at(problem: FlatProblem, params: Float[Array, " n"]) -> Point:
 
 
 def start_point(problem: FlatProblem, params: Float[Array, " n"]):
-    """``(point, jac)`` at ``params``: the point, and its Jacobian for the first step (the dense
-    matrix, or the ``MatrixFreeJacobian`` the gradient came from, not linearised again)."""
-    residual, jac = problem.linearize(params)
-    return point_of(params, residual, jac), jac
+    """``(point, jac, plain_jac)`` at ``params``: the point, the model's Jacobian ``J̃`` for the
+    first step (the dense matrix, or the ``MatrixFreeJacobian`` the gradient came from, not
+    linearised again), and ``J`` itself, for Marquardt's scale (the same object for the linear
+    loss)."""
+    residual, plain_jac = problem.linearize(params)
+    point, jac = point_of(problem, params, residual, plain_jac)
+    return point, jac, plain_jac
 
 
 def predicted_reduction(point: Point, jac, step: Float[Array, " n"]) -> Float[Array, ""]:
@@ -108,6 +131,16 @@ def initial_radius(factor: float, scale: Float[Array, " n"], params) -> Float[Ar
     """``factor · ‖Dθ₀‖`` (``factor`` alone when ``θ₀ = 0``): the first trust radius."""
     size = jnp.linalg.norm(scale * params)
     return (factor * jnp.where(size > 0, size, 1.0)).astype(params.dtype)
+
+
+def actual_reduction(
+    problem: FlatProblem, point: Point, trial_residual: Float[Array, " m"]
+) -> Float[Array, ""]:
+    """The reduction of the problem's cost from ``point`` to a trial point of residual
+    ``trial_residual``: ``reduction`` for the linear loss, ``Loss.reduction`` for a robust one."""
+    if problem.loss.linear:
+        return reduction(point.residual, trial_residual)
+    return problem.loss.reduction(point.plain_residual, trial_residual)
 
 
 def reduction(residual: Float[Array, " m"], trial_residual: Float[Array, " m"]) -> Float[Array, ""]:
@@ -215,12 +248,23 @@ def default_scaling(path) -> bool:
     return path == "normal"
 
 
-def scale_and_curvature(jac, scaling: bool) -> tuple[Float[Array, " n"], Float[Array, ""]]:
+def scale_and_curvature(
+    jac, scaling: bool, plain_jac=None
+) -> tuple[Float[Array, " n"], Float[Array, ""]]:
     """The initial scale ``D`` (``initial_scale``) and ``max diag(JₛᵀJₛ)``, the scale of LM's initial
     damping, from one computation of the column norms. Matrix-free without scaling the column norms
     would cost ``n`` JVPs; the largest eigenvalue of ``JₛᵀJₛ`` by a few power iterations stands in
-    for the diagonal's maximum there (an upper bound of the same size)."""
+    for the diagonal's maximum there (an upper bound of the same size).
+
+    With a robust loss ``jac`` is the model's ``J̃`` and ``plain_jac`` is ``J``: ``D`` comes from
+    ``J`` (the units of the parameters). ``J̃``'s rows of outliers are ``√eps``-small (``nlls.losses``),
+    so from a start where most residuals are outliers its column norms would give a scale ``10⁸``
+    too small, which jumps up once they become inliers; λ, in scaled units, then took tens of steps
+    to follow (Huber on a decay with outliers stopped on ``xtol`` after two steps)."""
     n = jac.shape[1]
+    if plain_jac is not None and plain_jac is not jac and scaling:
+        scale = norm_scale(column_norms(plain_jac))
+        return scale, jnp.max((column_norms(jac) / scale) ** 2, initial=0.0)
     if isinstance(jac, jax.Array) or scaling:
         norms = column_norms(jac)
         scale = norm_scale(norms) if scaling else jnp.ones(n, jac.dtype)
@@ -255,17 +299,25 @@ def updated_scale(scale: Float[Array, " n"], jac, scaling: bool) -> Float[Array,
 
 
 def refresh(
-    path: str, scaling: bool, scale, params, residual, jacobian: Callable[[], Array], column=None
+    problem: FlatProblem,
+    path: str,
+    scaling: bool,
+    scale,
+    params,
+    residual,
+    jacobian: Callable[[], Array],
+    column=None,
 ):
     """The point, scale and factorisation at an accepted trial point, whose residual is known and
-    whose Jacobian ``jacobian()`` materialises (``FlatProblem.evaluate``). ``column(point, scale)``
-    gives the column scale of the factorisation when it is not the scale itself (a bounded step:
-    ``nlls.bounds.effective_scale``)."""
-    jac = jacobian()
-    point = point_of(params, residual, jac)
-    new_scale = updated_scale(scale, jac, scaling)
+    whose Jacobian ``jacobian()`` materialises (``FlatProblem.evaluate``); the scale and the
+    factorisation are those of the model's ``J̃`` and ``r̃`` (``point_of``), the scale that of ``J``
+    itself (``scale_and_curvature``). ``column(point, scale)`` gives the column scale of the
+    factorisation when it is not the scale itself (a bounded step: ``nlls.bounds.effective_scale``)."""
+    plain_jac = jacobian()
+    point, jac = point_of(problem, params, residual, plain_jac)
+    new_scale = updated_scale(scale, plain_jac, scaling)
     factor_scale = new_scale if column is None else column(point, new_scale)
-    return point, new_scale, factorize(path, jac, residual, factor_scale)
+    return point, new_scale, factorize(path, jac, point.residual, factor_scale)
 
 
 def accept_if(
@@ -316,13 +368,15 @@ def judge_trial(
     """
     trial_params = point.params + step
     trial_residual, trial_jacobian = problem.evaluate(trial_params)
-    actual = reduction(point.residual, trial_residual)
+    actual = actual_reduction(problem, point, trial_residual)
     ratio = gain_ratio(actual, predicted)
     rounding, candidate = judged_by_rounding(point, predicted, actual, ratio > accept_threshold)
     exact = factor is not None and factor.exact
     (new_point, new_scale, new_factor), accepted, jac_finite = accept_if(
         candidate,
-        lambda: refresh(path, scaling, scale, trial_params, trial_residual, trial_jacobian, column),
+        lambda: refresh(
+            problem, path, scaling, scale, trial_params, trial_residual, trial_jacobian, column
+        ),
         (point, scale, factor),
         keep=lambda new: (
             ~rounding | (gradient_ratio(point, new, step, predicted) > accept_threshold)
@@ -451,8 +505,8 @@ class RadiusMethod(Method):
     factorized: ClassVar[bool] = True
 
     def init(self, problem: FlatProblem, path, params) -> RadiusState:
-        point, jac = start_point(problem, params)
-        scale = initial_scale(jac, self.uses_scaling(path))
+        point, jac, plain_jac = start_point(problem, params)
+        scale = initial_scale(plain_jac, self.uses_scaling(path))
         factor = factorize(path, jac, point.residual, scale) if self.factorized else None
         return RadiusState(point, scale, initial_radius(self.initial_radius, scale, params), factor)
 

@@ -8,9 +8,11 @@ decrease condition holds (Nocedal & Wright, Alg. 3.1):
 
     ½‖r(θ + αd)‖² ≤ ½‖r(θ)‖² + c α gᵀd,    g = Jᵀr,
 
-with ``c`` = ``armijo_constant``. Trial points with non-finite residuals fail the test. Every trial that
-fails counts as a rejected step. If ``max_backtracks`` halvings find no decrease, or ``d`` is not a
-descent direction, the solve ends: converged (``FTOL``) when the model predicts a reduction of at most
+with ``c`` = ``armijo_constant`` (with a robust loss, the robust cost and ``d`` from the corrected
+``J̃``, ``r̃``: ``nlls.losses``; no damping then guards a model that is nearly flat where most
+residuals are outliers, so start from a plain fit or use LM). Trial points with non-finite residuals
+fail the test. Every trial that fails counts as a rejected step. If ``max_backtracks`` halvings
+find no decrease, or ``d`` is not a descent direction, the solve ends: converged (``FTOL``) when the model predicts a reduction of at most
 ``ftol · cost`` for the full step — there is nothing left to gain at working precision — and with status
 ``LINE_SEARCH_FAILED`` otherwise.
 
@@ -37,12 +39,11 @@ from .base import (
     Point,
     StepReport,
     accept_if,
-    cost_of,
+    actual_reduction,
     gradient_ratio,
     jacobian_of,
     judged_by_rounding,
     precision_reached,
-    reduction,
     refresh,
     start_point,
 )
@@ -74,7 +75,7 @@ class GaussNewton(Method):
             raise ValueError(f"armijo_constant must be in (0, 1), got {self.armijo_constant}")
 
     def init(self, problem: FlatProblem, path, params) -> GNState:
-        point, jac = start_point(problem, params)
+        point, jac, _ = start_point(problem, params)
         unit = jnp.ones(params.shape, params.dtype)
         one = jnp.ones((), params.dtype)
         return GNState(point, factorize(path, jac, point.residual, unit), one)
@@ -96,7 +97,7 @@ class GaussNewton(Method):
 
         def trial(length):
             residual = problem(point.params + length * direction)
-            return residual, cost_of(residual)
+            return residual, problem.loss.cost(residual)
 
         def sufficient(length, cost):
             return armijo_holds(cost, point.cost, length, slope, self.armijo_constant)
@@ -114,7 +115,7 @@ class GaussNewton(Method):
         length, trials, trial_residual, trial_cost = jax.lax.while_loop(
             insufficient, backtrack, (one, jnp.asarray(1, jnp.int32), *trial(one))
         )
-        actual = reduction(point.residual, trial_residual)
+        actual = actual_reduction(problem, point, trial_residual)
         _, found = judged_by_rounding(
             point, full_prediction, actual, descent & sufficient(length, trial_cost)
         )
@@ -125,6 +126,7 @@ class GaussNewton(Method):
         (point, _, factor), accepted, jac_finite = accept_if(
             found,
             lambda: refresh(
+                problem,
                 path,
                 False,
                 unit,

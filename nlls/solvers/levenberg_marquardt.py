@@ -129,8 +129,8 @@ class LevenbergMarquardt(Method):
     def init(self, problem: FlatProblem, path, params: Float[Array, " n"]) -> LMState:
         if problem.bounds is not None:  # a start on a bound would stay there: move it inside
             params = box.strictly_inside(params, *problem.bounds, box.START_INSIDE)
-        point, jac = start_point(problem, params)
-        scale, largest = scale_and_curvature(jac, self.uses_scaling(path))
+        point, jac, plain_jac = start_point(problem, params)
+        scale, largest = scale_and_curvature(jac, self.uses_scaling(path), plain_jac)
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
         size = jnp.linalg.norm(scale * params)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
