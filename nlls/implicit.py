@@ -49,7 +49,8 @@ The tangent system is solved on the linear path the solve used (``Stats.linear``
 Edges: at a solve that did not converge (``Solution.success`` false) the derivative is that of the
 linearisation at the final point, the same formulas; it is the derivative of the solution only where
 ``F = 0``. A Hessian or Jacobian that is not finite at the solution raises an error (through
-``equinox.error_if``, also under ``jit``) instead of returning NaN derivatives. Runs with callbacks,
+``equinox.error_if``, also under ``jit``) instead of returning NaN derivatives (matrix-free, the
+Hessian is probed by one product with the vector of ones). Runs with callbacks,
 a time limit or a checkpoint (``nlls.driver``) cannot be differentiated, nor minibatch runs (their
 answer depends on the random batches, not on a condition ``F = 0``).
 """
@@ -189,9 +190,11 @@ def _tangent_solve(problem, path, gradient, params, residual_change, gradient_ch
         scale = norm_scale(problem.operator(params).column_norms())
     else:
         scale = jnp.ones(n, params.dtype)
-    scale = eqx.error_if(
-        scale, ~jnp.all(jnp.isfinite(scale)), _NONFINITE.format("Jacobian")
-    )  # fmt: skip
+    # One product on a fixed vector stands in for the Hessian's entries: a non-finite second
+    # derivative shows there (the CG loop would otherwise carry it into the tangents).
+    probe = hessian_product(jnp.ones(n, params.dtype))
+    finite = jnp.all(jnp.isfinite(scale)) & jnp.all(jnp.isfinite(probe))
+    scale = eqx.error_if(scale, ~finite, _NONFINITE.format("Hessian of the cost"))
     tolerance = float(np.finfo(params.dtype).eps) ** (2 / 3)
 
     def scaled_product(y):

@@ -294,19 +294,40 @@ def _nan_slope_jvp(primals, tangents):
     return _nan_slope(p), jnp.nan * t
 
 
-def test_nonfinite_hessian_is_an_error_not_nan():
+def curvature_free_residual(p, y):
+    return p - y + _curvature_free(p)
+
+
+@pytest.mark.parametrize("linear", ["normal", "krylov"])
+def test_nonfinite_hessian_is_an_error_not_nan(linear):
     """A residual with finite values and Jacobian but non-finite second derivatives at the
-    solution: the derivative raises instead of returning NaN."""
-
-    def residual(p, y):
-        return p - y + _curvature_free(p)
-
-    sol = nlls.least_squares(residual, jnp.zeros(2), (jnp.array([1.0, 2.0]),))
+    solution: the derivative raises instead of returning NaN, dense or matrix-free."""
+    y = jnp.array([1.0, 2.0])
+    sol = nlls.least_squares(curvature_free_residual, jnp.zeros(2), (y,), linear=linear)
     assert bool(sol.success)
     with pytest.raises(Exception, match="Hessian of the cost is not finite"):
-        jax.jacrev(lambda y: nlls.least_squares(residual, jnp.zeros(2), (y,)).params)(
-            jnp.array([1.0, 2.0])
-        )
+        jax.jacrev(
+            lambda y: (
+                nlls.least_squares(
+                    curvature_free_residual, jnp.zeros(2), (y,), linear=linear
+                ).params
+            )
+        )(y)
+
+
+def test_first_order_baseline_derivative():
+    """L-BFGS (no linear path: the matrix-free tangent solve) converged on the exponential fit
+    has the derivative of least_squares's solution."""
+
+    def lbfgs(y):
+        return nlls.baselines.lbfgs(exponential, START, (X, y), gtol=1e-12, max_steps=500).params
+
+    sol = nlls.baselines.lbfgs(exponential, START, (X, Y), gtol=1e-12, max_steps=500)
+    assert bool(sol.success) and sol.stats.linear == "none"
+    reference = jax.jacrev(
+        lambda y: nlls.least_squares(exponential, START, (X, y), **TIGHT).params
+    )(Y)
+    assert relative_error(jax.jacrev(lbfgs)(Y), reference) <= 1e-6
 
 
 def test_callbacks_cannot_be_differentiated():
