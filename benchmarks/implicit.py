@@ -9,14 +9,14 @@ cost therefore does not grow with the iterations, and is measured here as the ti
 
 - an exponential decay ``a·exp(−k·x)`` on 30 noisy points, n = 2, solved to working precision
   (``normal``, QR steps);
-- a degree-9 polynomial with a ridge penalty on 20 points (the README's example), n = 10
+- a degree-9 polynomial with a ridge penalty on 20 points (as in the README's example), n = 10
   (``normal``);
 - the MLP of :mod:`benchmarks.mlp` (481 parameters, 200 residuals), 50 LM steps with the tests off,
   on the minimum-norm path (``min_norm``) and matrix-free (``krylov``).
 
 The loss is the sum of squares of the fitted parameters (for the MLP, the mean squared error of the
 fitted network on 50 validation points); the derivative is with respect to ``y``. Times are medians
-of interleaved rounds (at least ``repeats``, and at least ``MIN_TIMING_S`` seconds of them) after
+of interleaved rounds (at least ``repeats``, and at least 2 s of them) after
 one warm-up call each (which compiles, reported apart).
 """
 
