@@ -46,6 +46,11 @@ The tangent system is solved on the linear path the solve used (``Stats.linear``
   path's ``max_steps`` products, inside ``lax.custom_linear_solve`` so that reverse mode transposes
   the solve instead of differentiating the loop. No matrix is formed.
 
+The JVP rule calls the solve again (the same ``custom_jvp``) for its primal value, so
+differentiating the rule once more (``jax.hessian``, ``jax.jacfwd(jax.grad(...))``) treats the
+inner solve by the same theorem: second derivatives come out right, at the cost of third
+derivatives of the residual.
+
 Edges: at a solve that did not converge (``Solution.success`` false) the derivative is that of the
 linearisation at the final point, the same formulas; it is the derivative of the solution only where
 ``F = 0``. A Hessian or Jacobian that is not finite at the solution raises an error (through

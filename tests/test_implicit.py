@@ -220,6 +220,19 @@ def test_float32_derivative():
     assert relative_error(single, reference) <= tolerance
 
 
+def test_second_derivative():
+    """jax.hessian of a loss through the solve (the tangent rule is itself differentiated, the
+    inner solve again by the implicit function theorem) equals central differences of jax.grad."""
+
+    def loss(scale):
+        p = nlls.least_squares(exponential, START, (X, scale * Y), **TIGHT).params
+        return p[0] ** 2 * p[1]
+
+    scale = jnp.asarray(1.1)
+    reference = central_differences(jax.grad(loss), scale, 1e-4)
+    assert relative_error(jax.hessian(loss)(scale), reference) <= 1e-6
+
+
 def test_derivative_with_respect_to_params0_is_zero():
     grad = jax.grad(lambda p: nlls.least_squares(exponential, p, (X, Y)).params.sum())(START)
     np.testing.assert_array_equal(grad, np.zeros(2))
