@@ -343,6 +343,20 @@ def test_first_order_baseline_derivative():
     assert relative_error(jax.jacrev(lbfgs)(Y), reference) <= 1e-6
 
 
+def test_nonfinite_start_under_a_derivative():
+    """NaN in the data: without jit the derivative raises the plain call's ValueError; under jit
+    the solve reports NONFINITE_START and the derivative raises at run time instead of NaN."""
+    bad = Y.at[3].set(jnp.nan)
+
+    def total(y):
+        return nlls.least_squares(exponential, START, (X, y)).params.sum()
+
+    with pytest.raises(ValueError, match="not finite at params0"):
+        jax.grad(total)(bad)
+    with pytest.raises(Exception, match="Hessian of the cost is not finite"):
+        jax.block_until_ready(jax.jit(jax.grad(total))(bad))
+
+
 def test_callbacks_cannot_be_differentiated():
     with pytest.raises(ValueError, match="nor under a derivative"):
         jax.grad(
