@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all nine by default: nist, minpack, curvefit, mlp, training,
-callbacks, stochastic, scale, threads), prints progress and the markdown report, saves each suite's raw
+Runs the suites asked for (all ten by default: nist, minpack, curvefit, mlp, training,
+callbacks, stochastic, scale, threads, implicit), prints progress and the markdown report, saves each suite's raw
 results to ``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
 result found in ``bench-out/`` (so the suites can be run one at a time and the report still covers
 all of them).
@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import (  # noqa: E402
     callbacks,
     curvefit,
+    implicit,
     minpack,
     mlp,
     nist,
@@ -39,8 +40,8 @@ from benchmarks import (  # noqa: E402
 )
 
 # For threads: rounds of fresh processes, every workload under every setting once a round.
-DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5, "threads": 3}
-QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1, "threads": 1}
+DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5, "threads": 3, "implicit": 7}
+QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1, "threads": 1, "implicit": 1}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,6 +107,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = scale.run(verbose=verbose, quick=args.quick)
     elif suite == "threads":
         result = threads.run(rounds=repeats_for(suite, args), verbose=verbose)
+    elif suite == "implicit":
+        result = implicit.run(repeats=repeats_for(suite, args), verbose=verbose)
     else:
         result = mlp.run(repeats=repeats_for(suite, args), verbose=verbose)
     result["wall_s"] = time.perf_counter() - began

@@ -64,13 +64,10 @@ def run_plan(plan, params0, dynamic, run: Run) -> Solution:
 
     Either way the BLAS libraries are held at one thread until the results are ready
     (``nlls.threads``); traced into a caller's ``jit``, the solve runs later, outside this limit."""
-    if run.driven and any(
+    if any(
         isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((params0, dynamic))
     ):
-        raise ValueError(
-            "callbacks, max_time and resume run the loop from Python between compiled "
-            "segments; they cannot be used inside jax.jit or jax.vmap"
-        )
+        refuse_traced(run)
     with one_blas_thread():
         if run.driven:
             solution = drive(plan, params0, dynamic, run)
@@ -82,6 +79,16 @@ def run_plan(plan, params0, dynamic, run: Run) -> Solution:
                 raise_non_finite_start(params0)
         # Dispatch is asynchronous: the limit must outlast the programs, not just their launch.
         return jax.block_until_ready(solution)
+
+
+def refuse_traced(run: Run) -> None:
+    """Raise for a run driven from Python (``Run.driven``) whose inputs are traced."""
+    if run.driven:
+        raise ValueError(
+            "callbacks, max_time and resume run the loop from Python between compiled "
+            "segments; they cannot be used inside jax.jit or jax.vmap, nor under a derivative "
+            "(jax.grad, jax.jvp, ...): drop them to trace or differentiate the solve"
+        )
 
 
 def drive(plan, params0, dynamic, run: Run) -> Solution:

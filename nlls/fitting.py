@@ -145,7 +145,9 @@ def fit(
             1000. With ``batch_size``: the most iterations (batches, accepted or not), no limit by
             default.
         history: record an ``nlls.History`` (returned as ``FitResult.history``). With
-            ``history=False``, no ``val`` and no callbacks, the fit is one compiled program.
+            ``history=False``, no ``val`` and no callbacks, the fit is one compiled program: it
+            works under ``jax.jit`` and ``jax.vmap`` and can be differentiated with respect to
+            ``x``, ``y``, ``weights`` and the model's frozen leaves (``nlls.least_squares``).
         trainable: an ``equinox.partition`` filter choosing the fitted leaves (default: every
             floating-point array); the other leaves are returned unchanged.
         jac: ``"per_sample"`` (default: the Jacobian as a vmap over samples of per-sample
@@ -235,6 +237,12 @@ def fit(
         x_val, y_val, _ = _check_data(module, val[0], val[1], None, dtype, "val ")
         validation = Metrics({"val_mse": lambda p: _mse(p, frozen, x_val, y_val)})
 
+    if (history or val is not None or callbacks) and _traced((module, x, y, weights)):
+        raise ValueError(
+            "fit records a History by default, and val and callbacks run from Python between "
+            "compiled segments: pass history=False (and no val or callbacks) to use fit under "
+            "jax.jit, jax.vmap or a derivative (jax.grad, jax.jvp, ...)"
+        )
     recorder = History() if history else None
     extra = tuple(c for c in (recorder, validation) if c is not None)
     callbacks = (*([callbacks] if callable(callbacks) else callbacks), *extra)
@@ -285,6 +293,10 @@ def fit(
         model = (model.fn, model.params)
         solution = eqx.tree_at(lambda s: s.params, solution, solution.params.params)
     return FitResult(model=model, solution=solution, history=recorder)
+
+
+def _traced(tree) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def _residual(params, frozen, x, y, weights):

@@ -157,3 +157,46 @@ def steihaug(
     )
     y, model_change, *_, count = jax.lax.while_loop(keep_going, iterate, start)
     return y, model_change, count
+
+
+def conjugate_gradient(
+    matvec, rhs: Float[Array, " n"], *, max_steps: int, tolerance
+) -> Float[Array, " n"]:
+    """``x ≈ A⁻¹ b`` for a symmetric positive semi-definite ``A`` given by ``matvec`` (Hestenes &
+    Stiefel 1952; Nocedal & Wright, Alg. 5.2), from ``x₀ = 0``:
+
+        s₀ = p₀ = b,  αₖ = ‖sₖ‖² / pₖᵀA pₖ,  xₖ₊₁ = xₖ + αₖ pₖ,  sₖ₊₁ = sₖ − αₖ A pₖ,
+        pₖ₊₁ = sₖ₊₁ + (‖sₖ₊₁‖² / ‖sₖ‖²) pₖ,
+
+    stopped at ``‖sₖ‖ ≤ tolerance · ‖b‖``, after ``max_steps`` products, or at a direction of zero
+    or negative curvature (``A`` singular along it, or not positive semi-definite: the iterate
+    reached is returned). From ``x₀ = 0`` the iterates stay in the Krylov space of ``b``, so for a
+    consistent singular system CG converges to the minimum-norm solution."""
+    tiny = jnp.finfo(rhs.dtype).tiny
+    threshold = tolerance * jnp.linalg.norm(rhs)
+
+    def keep_going(carry):
+        *_, gamma, done, count = carry
+        return ~done & (count < max_steps) & (jnp.sqrt(gamma) > threshold) & (gamma > tiny)
+
+    def iterate(carry):
+        x, s, p, gamma, _, count = carry
+        t = matvec(p)
+        curvature = p @ t
+        positive = curvature > 0
+        alpha = jnp.where(positive, gamma / jnp.where(positive, curvature, 1.0), 0.0)
+        x = x + alpha * p
+        s = s - alpha * t
+        new_gamma = s @ s
+        p = s + (new_gamma / gamma) * p
+        return x, s, p, jnp.where(positive, new_gamma, gamma), ~positive, count + 1
+
+    start = (
+        jnp.zeros_like(rhs),
+        rhs,
+        rhs,
+        rhs @ rhs,
+        jnp.asarray(False),
+        jnp.asarray(0, jnp.int32),
+    )
+    return jax.lax.while_loop(keep_going, iterate, start)[0]

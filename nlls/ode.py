@@ -91,6 +91,10 @@ directional derivative by nested JVPs, so it needs forward mode through the solv
 Jacobian is built in reverse mode: ``fit`` then picks ``DirectAdjoint`` (``second_order=True`` in
 ``shooting_residual``).
 
+Derivatives of an ODE fit with respect to its data (``jax.grad`` through ``ode.fit``,
+``nlls.implicit``) take forward-over-reverse derivatives of the residual at the solution, so they
+need an adjoint with both modes: ``adjoint=diffrax.DirectAdjoint()``.
+
 Failed solves
 -------------
 A trial ``θ`` can make the ODE stiff or blow up, so that the step-size controller runs out of

@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import checks, loop, uncertainty
+from . import checks, implicit, loop, uncertainty
 from .bounds import active, flat_bounds
-from .driver import Run, pack_snapshot, run_plan
+from .driver import Run, pack_snapshot, refuse_traced, run_plan
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
 from .losses import LINEAR, Loss
@@ -149,7 +149,11 @@ def solve(
     tol = _device_tolerances(tolerances, np.dtype(plan.dtype))
     if bounds is not None:
         bounds = tuple(jnp.asarray(side) for side in flat_bounds(bounds, params0, plan.dtype))
-    return run_plan(plan, params0, Inputs(dynamic, tol, data, method_arrays, key, bounds), run)
+    inputs = Inputs(dynamic, tol, data, method_arrays, key, bounds)
+    if implicit.traced((params0, dynamic, data)):
+        refuse_traced(run)
+        return implicit.solve(plan, run, params0, inputs)  # differentiable in the arguments
+    return run_plan(plan, params0, inputs, run)
 
 
 def _split_setup(setup: Setup) -> tuple[Any, Setup]:
@@ -203,6 +207,7 @@ class Plan:
         self.advance_donating = jax.jit(self._advance, donate_argnums=0)
         self.finish = jax.jit(self._finish)
         self.describe = jax.jit(self._describe)
+        self.tangent = jax.jit(self._tangent)
         self._one_program = jax.jit(self._solve)
 
     @property
@@ -326,6 +331,48 @@ class Plan:
         problem, method, tol, _, _ = self._setup(params0, inputs)
         return self._solution(
             state, method.final_point(problem, state.method_state, params), problem, tol
+        )
+
+    def _tangent(self, solution: Solution, params0, inputs: Inputs, arg_tangents: list):
+        """The tangents of ``solution``'s parameters (a pytree like them), cost, residual (like
+        it), gradient and covariance along ``arg_tangents``, the tangents of the differentiable
+        arguments (``None`` elsewhere), by the implicit function theorem (``nlls.implicit``)."""
+        problem = self._setup(params0, inputs)[0]
+        differentiable = [
+            a if t is not None else None for a, t in zip(inputs.args, arg_tangents, strict=True)
+        ]
+        fixed = [
+            None if t is not None else a for a, t in zip(inputs.args, arg_tangents, strict=True)
+        ]
+
+        def problem_at(args):
+            merged = [a if f is None else f for a, f in zip(args, fixed, strict=True)]
+            return dataclasses.replace(problem, args=tuple(self.assemble(merged)))
+
+        params, unravel_params = ravel_pytree(solution.params)
+        residual, unravel_residual = ravel_pytree(solution.residual)
+        free = None
+        if solution.active_bounds is not None:  # parameters held by a bound do not move
+            active = jnp.concatenate(
+                [jnp.ravel(leaf) for leaf in jax.tree_util.tree_leaves(solution.active_bounds)]
+            )
+            free = (active == 0).astype(params.dtype)
+        params_change, cost, residual_change, grad, covariance = implicit.tangents(
+            problem_at,
+            differentiable,
+            arg_tangents,
+            params,
+            residual,
+            self.checked["path"],
+            self.setup.covariance,
+            free,
+        )
+        return (
+            unravel_params(params_change),
+            cost,
+            unravel_residual(residual_change),
+            grad,
+            covariance,
         )
 
     def _describe(self, state, params0):
@@ -467,9 +514,16 @@ def as_array(leaf):
 
 
 def signature(tree):
-    """Tree structure, shapes and dtypes: what a compiled program depends on."""
+    """Tree structure, shapes and dtypes: what a compiled program depends on. A JAX array and a
+    tracer of the same shape and dtype have one signature, so a solve traced under ``jit`` or a
+    derivative shares its plan with plain calls."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     return treedef, tuple(
-        (type(leaf), np.shape(leaf), getattr(leaf, "dtype", None), getattr(leaf, "weak_type", 0))
+        (
+            jax.Array if isinstance(leaf, jax.Array) else type(leaf),
+            np.shape(leaf),
+            getattr(leaf, "dtype", None),
+            getattr(leaf, "weak_type", 0),
+        )
         for leaf in leaves
     )

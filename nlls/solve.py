@@ -118,6 +118,17 @@ def least_squares(
         under ``jax.jit``/``jax.vmap``; with them it runs from Python (a ``KeyboardInterrupt`` then
         returns the last point reached, with ``Status.INTERRUPTED``) and needs concrete inputs.
 
+        Derivatives: ``jax.grad``, ``jax.vjp``, ``jax.jvp``, ``jax.jacfwd`` and ``jax.jacrev`` of
+        the ``Solution``'s ``params``, ``cost``, ``residual``, ``grad`` and ``covariance`` with
+        respect to the arrays in ``args`` come from the implicit function theorem at the solution
+        (``nlls.implicit``: the loop is not differentiated; the residual must allow reverse-mode
+        differentiation). The derivative with respect to ``params0`` is zero; with respect to
+        values the residual closes over (not passed in ``args``) it is not computed this way, so
+        pass what is differentiated in ``args``. At a solve that did not converge
+        (``sol.success`` false) it is the derivative of the linearisation at the point reached;
+        with ``m < n`` the minimum-norm one. Callbacks, ``max_time`` and ``resume`` cannot be
+        differentiated.
+
     Returns:
         A ``Solution``; ``Status(int(sol.status))`` names why it stopped.
 
@@ -145,6 +156,12 @@ def least_squares(
         ...                          loss="cauchy", f_scale=0.1)
         >>> print(f"{float(sol.params['a']):.2f} {float(sol.params['k']):.2f}")
         2.00 1.50
+        >>> import jax
+        >>> def rate(y):  # the fitted rate as a function of the data
+        ...     return nlls.least_squares(lambda p, x, y: p["a"] * jnp.exp(-p["k"] * x) - y,
+        ...                               {"a": 1.0, "k": 1.0}, args=(x, y)).params["k"]
+        >>> jax.grad(rate)(y).shape
+        (20,)
     """
     setup = Setup(
         method=_resolve_method(method),

@@ -218,3 +218,26 @@ def test_readme_big_models_example_runs():
         mse = float(jnp.mean((jax.vmap(result.model)(x) - y) ** 2))
         assert mse < 1e-5, (name, mse)
     assert list(namespace["minibatch"].history.as_dict()["epoch"]) == [0, 1, 2, 3, 4, 5]
+
+
+def test_readme_differentiation_example_runs():
+    """The README's ridge-tuning block descends to a minimum of the validation loss: the loss is
+    no larger than on a grid of re-solved fits around it, and its slope there is zero."""
+    import re
+    from pathlib import Path
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "value_and_grad" in b
+    )
+    namespace: dict = {}
+    exec(block, namespace)
+    validation_loss, log_weight = namespace["validation_loss"], namespace["log_weight"]
+    final = float(validation_loss(log_weight))
+    assert final < float(validation_loss(jnp.asarray(1.0)))
+    grid = [float(validation_loss(log_weight + d)) for d in np.linspace(-0.3, 0.3, 7)]
+    assert final <= min(grid) + 1e-9
+    assert abs(float(namespace["step"](log_weight)[1])) < 1e-6
