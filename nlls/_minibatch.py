@@ -23,8 +23,8 @@ What is reported, in least-squares units as everywhere in nlls:
   ``stats.linear`` the step's path (``"none"`` for Adam and SGD).
 
 Budget and statuses. The run ends after ``epochs`` epochs or ``max_steps`` iterations (batches,
-accepted or rejected), whichever comes first (``Status.MAX_STEPS``); with neither given, after 10
-epochs. There are no ``ftol``/``xtol``/``gtol`` tests: batch quantities are noisy. Callbacks,
+accepted or rejected), whichever comes first (``Status.MAX_EPOCHS`` or ``Status.MAX_STEPS``); with
+neither given, after 10 epochs. There are no ``ftol``/``xtol``/``gtol`` tests: batch quantities are noisy. Callbacks,
 ``max_time`` and Ctrl-C work as with ``least_squares`` through ``nlls.driver``; ``callback_every``
 counts *epochs* (one History row per epoch by default). ``Checkpoint`` and ``resume`` are refused
 (the random key and the permutation would have to be saved and matched).
@@ -48,6 +48,7 @@ from .driver import Run
 from .plan import Setup
 from .result import Solution
 from .solvers.minibatch import MinibatchFirstOrder, StochasticLM
+from .termination import Status
 
 METHODS = ("lm", "adam", "sgd")
 DEFAULT_EPOCHS = 10
@@ -151,7 +152,9 @@ def train(
         callbacks = (*callbacks, _EpochColumn(per_epoch))
     setup = Setup(method=configured, jac=jac, linear=linear, batch_size=batch_size)
     every = min(callback_every * per_epoch, checks.INT32_MAX)
-    run = Run(int(budget), callbacks, every, max_time)
+    by_epochs = epochs is not None and (max_steps is None or epochs * per_epoch <= max_steps)
+    exhausted = Status.MAX_EPOCHS if by_epochs else Status.MAX_STEPS
+    run = Run(int(budget), callbacks, every, max_time, exhausted=exhausted)
     key = jax.random.key(seed)
     return plan.solve(residual, params0, args, setup, run, data=data, key=key)
 

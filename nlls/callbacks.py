@@ -375,8 +375,12 @@ class ProgressBar:
         self._show(info)
 
     def on_end(self, info: StepInfo) -> None:
+        """Show the last point and close the bar at the real end: a solve that stopped before its
+        step limit (converged, stopped by a callback) ends at 100% of the steps it took."""
         if self._bar is not None:
             self._show(info)
+            if not self._bar.disable:
+                self._bar.total = self._bar.n
             self._bar.set_description_str(info.status.name.lower())
             self._bar.close()
 

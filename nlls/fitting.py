@@ -56,11 +56,30 @@ class FitResult:
             trainable leaves, cost, status, counts).
         history: the ``nlls.History`` of the fit (one row per callback call), or ``None`` when the
             fit ran without one (``history=False``).
+
+    ``mse`` and ``rmse``: the mean and root mean square of the training errors at the fitted
+    model, ``mean(wᵢ(model(xᵢ) − yᵢ))²`` over every output of every sample (weighted when
+    ``weights`` were given), i.e. ``2·cost/m``. ``print(result)`` shows the solution's values.
     """
 
     model: Any
     solution: Solution
     history: History | None
+
+    @property
+    def mse(self):
+        """The training mean squared error, ``2·cost/m`` (``Solution.mse``)."""
+        return self.solution.mse
+
+    @property
+    def rmse(self):
+        """The training root mean squared error, ``√mse``."""
+        return self.solution.rmse
+
+    def __str__(self) -> str:
+        kind = type(self.model).__name__
+        rows = "no history" if self.history is None else f"history of {len(self.history)} rows"
+        return f"FitResult: a fitted {kind}, {rows}\n{self.solution}"
 
 
 def solve_with(

@@ -13,6 +13,7 @@ import nlls.linear
 import nlls.ode
 import nlls.plan
 import nlls.report
+import nlls.result
 import nlls.solve
 import nlls.solvers.levenberg_marquardt
 import nlls.solvers.minibatch
@@ -36,6 +37,7 @@ import nlls.uncertainty
         nlls.curve_fitting,
         nlls.uncertainty,
         nlls.report,
+        nlls.result,
     ],
     ids=str,
 )
