@@ -30,6 +30,7 @@ integer arrays, activation functions, and floating arrays excluded by a ``traina
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checks
-from .callbacks import History, Metrics, StepInfo
+from .callbacks import Checkpoint, History, Metrics, StepInfo
 from .result import Solution
 
 FIRST_ORDER = ("adam", "sgd", "lbfgs")
@@ -143,7 +144,10 @@ def fit(
         val: ``(x_val, y_val)``: the validation mean squared error is recorded in the History as
             ``"val_mse"`` at every callback call.
         callbacks, callback_every: as for ``least_squares``; with ``batch_size``,
-            ``callback_every`` counts epochs.
+            ``callback_every`` counts epochs. The callbacks' ``StepInfo.model`` is the model at
+            the current parameters (as ``fit`` returns it), and ``nlls.EarlyStopping`` and
+            ``nlls.Metrics`` evaluate their functions on it: ``EarlyStopping(lambda m:
+            validation_loss(m))`` stops on the model's validation loss and restores the best.
         max_steps: the most accepted steps (optimiser updates for a first-order method); default
             1000. With ``batch_size``: the most iterations (batches, accepted or not), no limit by
             default.
@@ -222,7 +226,9 @@ def fit(
 
     recorder = History() if history else None
     extra = tuple(c for c in (recorder, validation) if c is not None)
-    callbacks = (*([callbacks] if callable(callbacks) else callbacks), *extra)
+    model_of = functools.partial(_model_of, frozen=frozen, as_pair=as_pair)
+    given = checks.callbacks(callbacks, callback_every, None)
+    callbacks = (*(_SeesModel.wrap(c, model_of) for c in given), *extra)
     if jac == "per_sample":
         jac = _per_sample_jacobian(outputs, params0)
     if batch_size is not None:
@@ -260,6 +266,43 @@ def fit(
         model = (model.fn, model.params)
         solution = eqx.tree_at(lambda s: s.params, solution, solution.params.params)
     return FitResult(model=model, solution=solution, history=recorder)
+
+
+def _model_of(params, frozen, as_pair: bool):
+    """The model as ``fit`` returns it, from the solve's parameters (the trainable partition)."""
+    model = eqx.combine(params, frozen)
+    return (model.fn, model.params) if as_pair else model
+
+
+class _SeesModel:
+    """A callback of ``fit`` whose ``StepInfo`` carries the model (``StepInfo.model``), so that
+    ``EarlyStopping``, ``Metrics`` and the user's functions see what they fit, not the solve's
+    partition of it. ``History`` and ``Checkpoint`` need no model and are passed as they are."""
+
+    def __init__(self, callback, model_of):
+        self.callback, self.model_of = callback, model_of
+
+    @classmethod
+    def wrap(cls, callback, model_of):
+        return callback if isinstance(callback, History | Checkpoint) else cls(callback, model_of)
+
+    def _seen(self, info: StepInfo) -> StepInfo:
+        # The same metrics dict: what the callback records lands in the History's row.
+        return dataclasses.replace(info, model=self.model_of(info.params))
+
+    def __call__(self, info: StepInfo):
+        return self.callback(self._seen(info))
+
+    def on_start(self, info: StepInfo) -> None:
+        if hasattr(self.callback, "on_start"):
+            self.callback.on_start(self._seen(info))
+
+    def on_end(self, info: StepInfo) -> None:
+        if hasattr(self.callback, "on_end"):
+            self.callback.on_end(self._seen(info))
+
+    def restore(self):
+        return self.callback.restore() if hasattr(self.callback, "restore") else None
 
 
 def _residual(params, frozen, x, y, weights):
