@@ -230,5 +230,6 @@ def _run(method: FirstOrder, residual, params0, args, gtol, run: Run) -> Solutio
             "Checkpoint/resume is for least_squares solves; the baselines do not save their "
             "optimiser state. Record a baseline's run with nlls.History instead."
         )
-    tolerances = Tolerances(0.0, 0.0, checks.non_negative("gtol", gtol))
+    tolerances = Tolerances(0.0, 0.0, checks.tolerance("gtol", gtol))
+    args = checks.args_tuple(args)
     return plan.solve(residual, params0, args, Setup(method=method), run, tolerances=tolerances)

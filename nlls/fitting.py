@@ -43,7 +43,7 @@ from . import checks
 from .callbacks import Checkpoint, History, Metrics, StepInfo
 from .result import Solution
 
-FIRST_ORDER = ("adam", "sgd", "lbfgs")
+FIRST_ORDER = checks.FIRST_ORDER_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,19 +84,76 @@ class FitResult:
 
 
 def solve_with(
-    method, residual: Callable[..., Any], params0, args: tuple = (), **options
+    method, residual: Callable[..., Any], params0, args: tuple = (), *, also=(), **options
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` with ``method``: a first-order baseline
     (``"adam"``, ``"sgd"``, ``"lbfgs"``, through ``nlls.baselines``) or anything ``least_squares``
-    accepts (``"lm"``, ``"gn"``, ``"dogleg"``, a solver object). ``options`` go to that function."""
-    if isinstance(method, str) and method in FIRST_ORDER:
-        from . import baselines
-
-        options.pop("jac", None)  # first-order methods need gradients only (reverse mode)
-        return getattr(baselines, method)(residual, params0, args, **options)
+    accepts (``"lm"``, ``"gn"``, ``"dogleg"``, a solver object). ``options`` go to that function;
+    an unknown method or an option that method does not take is a ``ValueError`` naming the fix
+    (``also``: the caller's own options, listed in that message beside the method's)."""
+    from . import baselines
     from .solve import least_squares
 
+    checks.method_name(method)
+    if isinstance(method, str) and method in FIRST_ORDER:
+        options.pop("jac", None)  # first-order methods need gradients only (reverse mode)
+        target = getattr(baselines, method)
+        _check_options(target, method, options, also)
+        return target(residual, params0, args, **options)
+    _check_options(least_squares, method, options, also)
     return least_squares(residual, params0, args, method=method, **options)
+
+
+# Options that belong to one kind of method, and what to say when the other kind is given them.
+_FIRST_ORDER_ONLY = {"learning_rate", "b1", "b2", "eps", "momentum", "nesterov", "memory_size"}
+_LEAST_SQUARES_ONLY = {"ftol", "xtol", "linear", "max_jacobian_bytes", "covariance", "resume"}
+
+
+def _check_options(target, method, options: dict, also) -> None:
+    """Refuse, before anything is compiled, an option that ``target`` (``least_squares`` or a
+    baseline) does not take, saying which method takes it or which name was meant."""
+    import difflib
+    import inspect
+
+    taken = [
+        name
+        for name, parameter in inspect.signature(target).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "method"
+    ]
+    unknown = sorted(set(options) - set(taken))
+    if not unknown:
+        return
+    name = unknown[0]
+    label = method if isinstance(method, str) else type(method).__name__
+    first_order = isinstance(method, str) and method in FIRST_ORDER
+    close = difflib.get_close_matches(name, [*taken, *also], n=1, cutoff=0.6)
+    if name in _FIRST_ORDER_ONLY and not first_order:
+        hint = (
+            f"{name} is an option of the first-order methods (method='adam' or 'sgd'"
+            f"{'' if name != 'memory_size' else ', or memory_size for lbfgs'}); a least-squares "
+            "method needs none: its damping or trust radius adapts at every step"
+        )
+    elif name in _FIRST_ORDER_ONLY:
+        hint = f"{name} is an option of {'lbfgs' if name == 'memory_size' else 'adam and sgd'}" + (
+            "; L-BFGS finds its step length by a line search" if method == "lbfgs" else ""
+        )
+    elif name in _LEAST_SQUARES_ONLY and first_order:
+        hint = (
+            f"{name} is an option of the least-squares methods ('lm', 'gn', 'dogleg', "
+            f"'trust_region'); {method!r} does not take it"
+            + ("" if name in ("covariance", "resume") else " (it stops on gtol or max_steps)")
+        )
+    elif name in ("maxiter", "max_iter", "max_nfev", "iterations", "steps", "epochs"):
+        hint = "the budget is max_steps" + (
+            " (epochs: with batch_size)" if name == "epochs" else ""
+        )
+    else:
+        hint = f"did you mean {close[0]}?" if close else "drop it"
+    raise ValueError(
+        f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+        f"method={label!r}: {hint}{'' if hint.endswith('?') else '.'} The options are "
+        f"{', '.join([*also, *taken])}"
+    )
 
 
 class _Function(eqx.Module):
@@ -376,6 +433,11 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
     if not x_leaves or y.ndim == 0:
         raise ValueError(f"{prefix}x and y need the samples along a leading axis")
     samples = y.shape[0]
+    if any(leaf.ndim == 0 for leaf in x_leaves) and isinstance(x, list | tuple):
+        raise ValueError(
+            f"{prefix}x is a {type(x).__name__} of scalars: give an array with the samples along "
+            f"its leading axis (jnp.asarray({prefix.strip() or 'x'}))"
+        )
     for leaf in x_leaves:
         if leaf.ndim == 0 or leaf.shape[0] != samples:
             raise ValueError(
@@ -392,10 +454,15 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
         raise ValueError(f"calling the model on one sample {prefix}x[0] failed: {error}") from error
     if not hasattr(output, "shape") or tuple(output.shape) != tuple(y.shape[1:]):
         got = getattr(output, "shape", type(output).__name__)
+        column = (
+            f" ({prefix}y[:, None] for one output per sample)"
+            if tuple(got) == (1,) and y.ndim == 1
+            else ""
+        )
         raise ValueError(
             f"the model returns shape {got} for one sample but {prefix}y[0] has shape "
-            f"{tuple(y.shape[1:])}: reshape y so that y[i] has the shape of the model's output, or "
-            "change the model"
+            f"{tuple(y.shape[1:])}: reshape y so that y[i] has the shape of the model's "
+            f"output{column}, or change the model"
         )
     if weights is not None:
         weights = checks.weights(weights, y.shape, dtype, "y")
