@@ -176,3 +176,22 @@ def test_readme_big_models_example_runs():
         mse = float(jnp.mean((jax.vmap(result.model)(x) - y) ** 2))
         assert mse < 1e-5, (name, mse)
     assert list(namespace["minibatch"].history.as_dict()["epoch"]) == [0, 1, 2, 3, 4, 5]
+
+
+def test_version_on_the_command_line(capsys):
+    """``python -m nlls --version`` prints the package's version, which pyproject reads from
+    ``nlls.__version__``."""
+    import tomllib
+    from pathlib import Path
+
+    from nlls.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nlls {nlls.__version__}"
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nlls.__version__"}
+    license_text = (Path(__file__).resolve().parents[1] / "LICENSE").read_text()
+    assert project["project"]["license"] == "Apache-2.0" and "Apache License" in license_text
