@@ -59,6 +59,10 @@ class Status(enum.IntEnum):
     PRECISION = 11
     MAX_EPOCHS = 12
 
+    def __str__(self) -> str:
+        """``print(sol.status)`` names it (``GTOL``), as ``repr`` does (``<Status.GTOL: 1>``)."""
+        return self.name
+
     @property
     def message(self) -> str:
         return _MESSAGES[self]
