@@ -47,6 +47,7 @@ from .callbacks import Checkpoint, History, StepInfo
 from .driver import Run
 from .plan import Setup
 from .result import Solution
+from .solvers.first_order import FirstOrder
 from .solvers.minibatch import MinibatchFirstOrder, StochasticLM
 from .termination import Status
 
@@ -89,7 +90,8 @@ def train(
 ) -> Solution:
     """Minimise ``½‖residual(params, *args, *data)‖²`` over minibatches of the samples in ``data``.
 
-    ``method`` is ``"lm"`` (``StochasticLM``), ``"adam"`` or ``"sgd"`` (``MinibatchFirstOrder``);
+    ``method`` is ``"lm"`` (``StochasticLM``), ``"adam"``, ``"sgd"`` or an optax
+    ``GradientTransformation`` (``MinibatchFirstOrder``);
     ``residual(params, *args, *batch)`` returns the 1-D residuals of the samples in ``batch``
     (``data``, a tuple of pytrees of arrays with the N samples along the leading axis, indexed
     alike), ``k`` per sample, sample-major, as ``nlls.fit``'s residual does. The budget is
@@ -110,14 +112,26 @@ def train(
         >>> print(jnp.round(sol.params, 6), sol.stats.linear)
         [ 3. -1.] normal
     """
-    if not (isinstance(method, str) and method in METHODS):
+    if checks.is_optax_transformation(method):
+        if options:
+            raise ValueError(
+                f"unknown options {sorted(options)} for an optax optimiser with batch_size: "
+                "configure the optimiser itself (its learning rate, schedule, ...)"
+            )
+        configured = MinibatchFirstOrder(FirstOrder("optax", transformation=method))
+        method = "optax"
+    elif not (isinstance(method, str) and method in METHODS):
         hint = (
             " (L-BFGS needs one fixed function for its line search: drop batch_size)"
             if method == "lbfgs"
             else ""
         )
-        raise ValueError(f"with batch_size, method must be one of {METHODS}, got {method!r}{hint}")
-    configured = _method(method, options)
+        raise ValueError(
+            f"with batch_size, method must be one of {METHODS} or an optax "
+            f"GradientTransformation, got {method!r}{hint}"
+        )
+    else:
+        configured = _method(method, options)
     if method != "lm" and (jac != "auto" or linear != "auto"):
         raise ValueError(f"jac and linear are options of the LM step, not of {method!r}")
     if linear not in LINEAR:

@@ -176,7 +176,9 @@ def byte_budget(value) -> int:
 def number(name: str, value) -> float:
     """A finite real number (a hyperparameter)."""
     if callable(value):
-        raise ValueError(f"{name} must be a number (schedules are not supported), got {value!r}")
+        raise ValueError(
+            f"{name} must be a number (a schedule is taken by learning_rate only), got {value!r}"
+        )
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a number, got {value!r}")
     try:
@@ -186,6 +188,24 @@ def number(name: str, value) -> float:
     if not np.isfinite(result):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return result
+
+
+def learning_rate(value):
+    """A positive learning rate, or a schedule: a function of the update count (``optax``'s
+    schedules, e.g. ``optax.exponential_decay(1e-2, 1000, 0.1)``), kept as it is."""
+    if callable(value):
+        return value
+    return positive("learning_rate", value)
+
+
+def is_optax_transformation(method) -> bool:
+    """Whether ``method`` is an optax ``GradientTransformation`` (a pair of ``init`` and
+    ``update`` functions; checked by shape, so that optax need not be imported to ask)."""
+    return (
+        isinstance(method, tuple)
+        and callable(getattr(method, "init", None))
+        and callable(getattr(method, "update", None))
+    )
 
 
 def positive(name: str, value) -> float:

@@ -87,7 +87,8 @@ def solve_with(
     method, residual: Callable[..., Any], params0, args: tuple = (), *, also=(), **options
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` with ``method``: a first-order baseline
-    (``"adam"``, ``"sgd"``, ``"lbfgs"``, through ``nlls.baselines``) or anything ``least_squares``
+    (``"adam"``, ``"sgd"``, ``"lbfgs"``, or an optax ``GradientTransformation``, through
+    ``nlls.baselines``) or anything ``least_squares``
     accepts (``"lm"``, ``"gn"``, ``"dogleg"``, a solver object). ``options`` go to that function;
     an unknown method or an option that method does not take is a ``ValueError`` naming the fix
     (``also``: the caller's own options, listed in that message beside the method's)."""
@@ -95,6 +96,10 @@ def solve_with(
     from .solve import least_squares
 
     checks.method_name(method)
+    if checks.is_optax_transformation(method):
+        options.pop("jac", None)
+        _check_options(baselines.optax_optimiser, "optax", options, also)
+        return baselines.optax_optimiser(residual, params0, args, method, **options)
     if isinstance(method, str) and method in FIRST_ORDER:
         options.pop("jac", None)  # first-order methods need gradients only (reverse mode)
         target = getattr(baselines, method)
@@ -125,7 +130,7 @@ def _check_options(target, method, options: dict, also) -> None:
         return
     name = unknown[0]
     label = method if isinstance(method, str) else type(method).__name__
-    first_order = isinstance(method, str) and method in FIRST_ORDER
+    first_order = isinstance(method, str) and method in (*FIRST_ORDER, "optax")
     close = difflib.get_close_matches(name, [*taken, *also], n=1, cutoff=0.6)
     if name in _FIRST_ORDER_ONLY and not first_order:
         hint = (
@@ -193,9 +198,12 @@ def fit(
         x: the inputs, an array (or pytree of arrays) with the samples along the leading axis.
         y: the targets, an array with the samples along the leading axis; ``y[i]`` has the shape of
             ``model(x[i])``.
-        method: ``"lm"``, ``"gn"``, ``"dogleg"`` or a solver object (``nlls.least_squares``), or a
-            first-order baseline ``"adam"``, ``"sgd"``, ``"lbfgs"`` (``nlls.baselines``, same
-            residual, callbacks and History).
+        method: ``"lm"``, ``"gn"``, ``"dogleg"``, ``"trust_region"`` or a solver object
+            (``nlls.least_squares``), or a first-order baseline ``"adam"``, ``"sgd"``,
+            ``"lbfgs"`` (``nlls.baselines``, same residual, callbacks and History), or any optax
+            ``GradientTransformation`` (``optax.adamw(1e-3)``, a chain, an optimiser with a
+            schedule; ``nlls.baselines.optax_optimiser``). Adam's and SGD's ``learning_rate`` may
+            be an optax schedule.
         weights: non-negative weights broadcastable to ``y.shape``, multiplying the residuals (so
             ``1/σ`` for measurement errors σ); ``None`` for all ones.
         val: ``(x_val, y_val)``: the validation mean squared error is recorded in the History as
@@ -291,7 +299,11 @@ def fit(
     if batch_size is not None:
         from ._minibatch import train
 
-        if method == "lm" or not isinstance(method, str):
+        if (
+            isinstance(method, str)
+            and method == "lm"
+            or not (isinstance(method, str) or checks.is_optax_transformation(method))
+        ):
             solver_options["jac"] = jac
         solution = train(
             method,

@@ -138,6 +138,17 @@ def test_readme_training_example_runs():
     assert val_mse[-1] < 1e-6 < val_mse[0]
     mse = lambda fitted: float(jnp.mean((jax.vmap(fitted)(namespace["x"]) - namespace["y"]) ** 2))  # noqa: E731
     assert mse(result.model) < 1e-3 * mse(adam.model)
+    assert float(result.mse) == pytest.approx(mse(result.model), rel=1e-4)
+    # The optax chain ran, and EarlyStopping on the model's validation MSE returned its best.
+    own, stop = namespace["own"], namespace["stop"]
+    assert own.solution.stats.method == "optax"
+    x_val, y_val = namespace["x_val"], namespace["y_val"]
+
+    def val(fitted):
+        return float(jnp.mean((jax.vmap(fitted)(x_val) - y_val) ** 2))
+
+    assert val(own.model) == pytest.approx(stop.best, rel=1e-4)
+    assert val(own.model) < val(namespace["model"])
 
 
 @pytest.mark.slow
