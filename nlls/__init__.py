@@ -11,6 +11,7 @@ from .checkpoint import CheckpointError
 from .curve_fitting import curve_fit
 from .fitting import FitResult, fit
 from .linear import Krylov
+from .plotting import plot_fit
 from .report import fit_report
 from .result import Solution, Stats
 from .solve import least_squares
@@ -44,6 +45,7 @@ __all__ = [
     "fit",
     "fit_report",
     "least_squares",
+    "plot_fit",
     "standard_errors",
 ]
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ import nlls.fitting
 import nlls.linear
 import nlls.ode
 import nlls.plan
+import nlls.plotting
 import nlls.report
 import nlls.result
 import nlls.solve
@@ -38,6 +39,7 @@ import nlls.uncertainty
         nlls.uncertainty,
         nlls.report,
         nlls.result,
+        nlls.plotting,
     ],
     ids=str,
 )
@@ -60,8 +62,9 @@ def test_readme_example_runs():
     assert abs(float(params["a"]) - 2.0) < 1e-6 and abs(float(params["k"]) - 1.5) < 1e-6
 
 
-def test_readme_curve_fitting_example_runs(capsys):
-    """The README's curve-fitting block fits, prints its report and fits a batch under vmap."""
+def test_readme_curve_fitting_example_runs(capsys, tmp_path, monkeypatch):
+    """The README's curve-fitting block fits, prints its report, draws its picture and fits a
+    batch under vmap."""
     import re
     from pathlib import Path
 
@@ -69,8 +72,10 @@ def test_readme_curve_fitting_example_runs(capsys):
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "curve_fit(" in b)
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(block, namespace)
+    assert (tmp_path / "decay.png").stat().st_size > 0
     np.testing.assert_allclose(namespace["popt"], [3.0, 1.3, 0.5], atol=0.05)
     assert np.all(namespace["errors"] < 0.05)
     assert namespace["popts"].shape == (1000, 3) and namespace["pcovs"].shape == (1000, 3, 3)
