@@ -211,3 +211,53 @@ def test_version_on_the_command_line(capsys):
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nlls.__version__"}
     license_text = (Path(__file__).resolve().parents[1] / "LICENSE").read_text()
     assert project["project"]["license"] == "Apache-2.0" and "Apache License" in license_text
+
+
+# The README's Python blocks that a dedicated test above runs and checks, by a string each holds.
+DEDICATED = {
+    "curve_fit(": "test_readme_curve_fitting_example_runs",
+    "nlls.Checkpoint(": "test_readme_callbacks_example_runs",
+    'method="adam", learning_rate=1e-2': "test_readme_training_example_runs",
+    "batch_size=100": "test_readme_big_models_example_runs",
+}
+
+
+def _readme_blocks() -> list[str]:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", readme, re.S)
+
+
+def test_every_readme_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    """Every Python block of the README runs on its own, as a reader would paste it: those with a
+    dedicated test above are run there; this runs the others, each in a fresh namespace, and
+    checks what they say they compute."""
+    import jax
+
+    blocks = _readme_blocks()
+    first, others = blocks[0], blocks[1:]
+    dedicated = [b for b in others if any(marker in b for marker in DEDICATED)]
+    assert len(dedicated) == len(DEDICATED)  # each dedicated test finds its one block
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(first, namespace)
+    printed = capsys.readouterr().out
+    assert printed.startswith("Solution: converged (GTOL") and "'a': 2.0, 'k': 1.5" in printed
+    rest = [b for b in others if b not in dedicated]
+    assert len(rest) == 2  # the vmap block and the thread-limit block
+    for block in rest:
+        namespace = {}
+        exec(block, namespace)
+        if "sols" in namespace:  # many fits at once
+            sols = namespace["sols"]
+            assert sols.params["a"].shape == (1000,)
+            assert bool(jax.numpy.all(sols.success))
+            expected = namespace["amplitudes"]
+            assert float(jax.numpy.max(jax.numpy.abs(sols.params["a"] - expected))) < 1e-4
+            assert capsys.readouterr().out.startswith("Solution of 1000 solves (1000,): 1000")
+        else:  # the same under jit, with BLAS held at one thread
+            params = namespace["params"]
+            expected = jax.numpy.linspace(1.0, 3.0, 100)
+            assert float(jax.numpy.max(jax.numpy.abs(params["a"] - expected))) < 1e-4
