@@ -5,7 +5,8 @@ search and dogleg trust region, on any pytree of parameters, under ``jit`` and `
 with the covariance of the parameters and a ``fit_report``.
 """
 
-from . import baselines, ode
+import importlib
+
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
 from .curve_fitting import curve_fit
@@ -49,3 +50,17 @@ __all__ = [
     "standard_errors",
 ]
 __version__ = "0.1.0"
+
+# nlls.ode (diffrax) and nlls.baselines (optax) load on first use: a curve fit needs neither, and
+# they are most of the import time beyond JAX and equinox.
+_LAZY = ("baselines", "ode")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'nlls' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

@@ -261,3 +261,22 @@ def test_every_readme_block_runs_as_written(tmp_path, monkeypatch, capsys):
             params = namespace["params"]
             expected = jax.numpy.linspace(1.0, 3.0, 100)
             assert float(jax.numpy.max(jax.numpy.abs(params["a"] - expected))) < 1e-4
+
+
+def test_import_leaves_diffrax_and_optax_until_they_are_used():
+    """``import nlls`` (a curve fit's needs) does not load diffrax or optax; ``nlls.ode`` and
+    ``nlls.baselines`` load them on first use."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, nlls; print('diffrax' in sys.modules, 'optax' in sys.modules); "
+        "nlls.ode, nlls.baselines; print('diffrax' in sys.modules, 'optax' in sys.modules, "
+        "'ode' in dir(nlls))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[0] == "False False" and out[1] == "True True True"
