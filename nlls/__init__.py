@@ -6,12 +6,14 @@ search and dogleg trust region, on any pytree of parameters, under ``jit`` and `
 ``fit_report``.
 """
 
-from . import baselines, ode
+import importlib
+
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
 from .curve_fitting import curve_fit
 from .fitting import FitResult, fit
 from .linear import Krylov
+from .plotting import plot_fit
 from .report import fit_report
 from .result import Solution, Stats
 from .solve import least_squares
@@ -45,6 +47,21 @@ __all__ = [
     "fit",
     "fit_report",
     "least_squares",
+    "plot_fit",
     "standard_errors",
 ]
 __version__ = "0.1.0"
+
+# nlls.ode (diffrax) and nlls.baselines (optax) load on first use: a curve fit needs neither, and
+# they are most of the import time beyond JAX and equinox.
+_LAZY = ("baselines", "ode")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'nlls' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])

@@ -1,4 +1,4 @@
-"""Command line: ``python -m nlls demo``."""
+"""Command line: ``python -m nlls demo``, ``python -m nlls --version``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="python -m nlls", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"nlls {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo",

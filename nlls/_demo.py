@@ -177,9 +177,29 @@ STAGES = {
 }
 
 
+class _Progress:
+    """Prints a line about ten times per stage (step, MSE, seconds of training), so that a long
+    run shows it is alive; the tqdm bar (``nlls.ProgressBar``) is quiet off a terminal."""
+
+    def __init__(self, name: str, max_steps: int, residuals: int):
+        self.name, self.residuals = name, residuals
+        self.every = max(1, max_steps // 10)
+        self.next = self.every
+
+    def __call__(self, info) -> None:
+        if info.step >= self.next:
+            self.next = (info.step // self.every + 1) * self.every
+            print(
+                f"    {self.name}: step {info.step:5d}/{info.max_steps}, "
+                f"train MSE {2.0 * info.cost / self.residuals:.3e}, {info.time:6.2f} s",
+                flush=True,
+            )
+
+
 def train_stage(run: Run, method: str, data: Data, **options) -> Run:
     """Train ``run.model`` further by ``method``, recording the History on the run's clock."""
     history = History()
+    progress = _Progress(method, options.get("max_steps", 1000), data.ys.size)
     val_data = (data.ts_val, data.ys_val)
     segments, metric_every = STAGES[method]
     validation = Metrics(
@@ -194,7 +214,7 @@ def train_stage(run: Run, method: str, data: Data, **options) -> Run:
         rtol=ODE_TOLERANCE,
         atol=ODE_TOLERANCE,
         method=method,
-        callbacks=[history, validation],
+        callbacks=[history, validation, progress],
         **segments,
         **options,
     )
@@ -234,22 +254,32 @@ def run_demo(
     def fresh(name):
         return Run(name, model=make_field(seed, data.ys.dtype))
 
-    began = time.perf_counter()
+    def timed(label, train):
+        """Run one stage and say how long it took (its own time, compilation included)."""
+        print(f"  training {label} (compiling first) ...", flush=True)
+        began = time.perf_counter()
+        run = train()
+        print(f"  trained {label} in {time.perf_counter() - began:.1f} s", flush=True)
+        return run
+
     if "lm" in methods:
-        runs["lm"] = train_stage(fresh("lm"), "lm", data, max_steps=lm_steps)
-        print(f"  trained lm in {time.perf_counter() - began:.1f} s", flush=True)
+        runs["lm"] = timed("lm", lambda: train_stage(fresh("lm"), "lm", data, max_steps=lm_steps))
     if "adam" in methods or "adam+lbfgs" in methods:
-        adam = train_stage(
-            fresh("adam"), "adam", data, max_steps=adam_steps, learning_rate=learning_rate
+        adam = timed(
+            "adam",
+            lambda: train_stage(
+                fresh("adam"), "adam", data, max_steps=adam_steps, learning_rate=learning_rate
+            ),
         )
-        print(f"  trained adam in {time.perf_counter() - began:.1f} s", flush=True)
         if "adam" in methods:
             runs["adam"] = adam
         if "adam+lbfgs" in methods:
-            runs["adam+lbfgs"] = train_stage(
-                adam.continued("adam+lbfgs"), "lbfgs", data, max_steps=lbfgs_steps
+            runs["adam+lbfgs"] = timed(
+                "lbfgs after adam",
+                lambda: train_stage(
+                    adam.continued("adam+lbfgs"), "lbfgs", data, max_steps=lbfgs_steps
+                ),
             )
-            print(f"  trained adam+lbfgs in {time.perf_counter() - began:.1f} s", flush=True)
     print()
     print(table(runs, data))
     if output:
@@ -294,8 +324,13 @@ def table(runs: dict[str, Run], data: Data) -> str:
     return "\n".join(lines)
 
 
+COLOURS = {"lm": "tab:blue", "adam": "tab:orange", "adam+lbfgs": "tab:green"}
+
+
 def draw(runs: dict[str, Run], data: Data, output: str) -> Path | None:
-    """Loss against wall time, and the fitted trajectories over the data."""
+    """Loss against wall time, and the fitted trajectories over the data. One colour per method in
+    both panels; in the right one the two states differ by line style (prey solid, predator
+    dashed), the data are black and the validation points hollow."""
     try:
         import matplotlib
 
@@ -303,48 +338,54 @@ def draw(runs: dict[str, Run], data: Data, output: str) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    figure, (losses, paths) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    colour_of = dict(zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    figure, (losses, paths) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    figure.suptitle(
+        f"nlls demo: Lotka–Volterra universal differential equation ({WIDTH}×{WIDTH} network, "
+        f"354 parameters, {OBSERVATIONS} observations of 2 states)"
+    )
     # Adam → L-BFGS continues the Adam run: drawn first, so that Adam's own curve shows on top.
     for name, run in sorted(runs.items(), key=lambda item: item[0] != "adam+lbfgs"):
-        line = losses.plot(run.times, run.mse, color=colour_of[name], label=f"{name} (train)")[0]
+        colour = COLOURS.get(name, "tab:gray")
+        losses.plot(run.times, run.mse, color=colour, label=f"{name} (train)")
         seen = np.isfinite(run.val_mse)
         losses.plot(
             np.asarray(run.times)[seen],
             np.asarray(run.val_mse)[seen],
             ":",
-            color=line.get_color(),
-            label=f"{name} (val)",
+            color=colour,
+            label=f"{name} (validation)",
         )
     losses.set_xscale("symlog", linthresh=0.1)
     losses.set_yscale("log")
-    losses.set_xlabel("wall time [s] (compilation excluded)")
+    losses.set_xlabel("wall time of training [s] (compilation excluded)")
     losses.set_ylabel("MSE")
+    losses.set_title("loss against time")
     losses.grid(True, which="both", alpha=0.3)
-    losses.legend()
+    handles, labels = losses.get_legend_handles_labels()
+    rank = {name: i for i, name in enumerate(COLOURS)}
+    ordered = sorted(zip(labels, handles, strict=True), key=lambda p: rank.get(p[0].split()[0], 9))
+    losses.legend([h for _, h in ordered], [label for label, _ in ordered], fontsize="small")
     dense = jnp.linspace(0.0, T_END, 200, dtype=data.ts.dtype)
     truth = true_trajectory(dense, data.ts.dtype)
-    colours = ("tab:blue", "tab:orange")
-    for state, colour in enumerate(colours):
-        paths.plot(dense, truth[:, state], color=colour, alpha=0.35, linewidth=4)
-        paths.plot(data.ts, data.ys[:, state], "o", color=colour, markersize=4)
-    styles = {"lm": "-", "adam": ":", "adam+lbfgs": "--"}
+    styles = ("-", "--")  # prey, predator
+    for state, style in enumerate(styles):
+        paths.plot(dense, truth[:, state], style, color="0.75", linewidth=4,
+                   label="truth" if state == 0 else None)  # fmt: skip
+        paths.plot(data.ts, data.ys[:, state], "o", color="black", markersize=3.5,
+                   label="data" if state == 0 else None)  # fmt: skip
+        paths.plot(data.ts_val, data.ys_val[:, state], "o", markerfacecolor="none",
+                   markeredgecolor="black", markersize=4.5,
+                   label="validation" if state == 0 else None)  # fmt: skip
     for name, run in runs.items():
         fitted = predict(run.model, dense[1:], data)
-        for state, colour in enumerate(colours):
-            paths.plot(
-                dense[1:],
-                fitted[:, state],
-                styles.get(name, "-"),
-                color=colour,
-                linewidth=1.2,
-                label=name if state == 0 else None,
-            )
+        for state, style in enumerate(styles):
+            paths.plot(dense[1:], fitted[:, state], style, color=COLOURS.get(name, "tab:gray"),
+                       linewidth=1.3, label=name if state == 0 else None)  # fmt: skip
     paths.set_xlabel("t")
-    paths.set_ylabel("prey (blue), predator (orange)")
-    paths.set_title("data (dots), truth (wide), fits (lines)")
-    paths.legend()
+    paths.set_ylabel("prey (solid), predator (dashed)")
+    paths.set_title("fitted trajectories")
+    paths.legend(fontsize="small")
     path = Path(output)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

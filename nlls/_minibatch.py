@@ -23,8 +23,8 @@ What is reported, in least-squares units as everywhere in nlls:
   ``stats.linear`` the step's path (``"none"`` for Adam and SGD).
 
 Budget and statuses. The run ends after ``epochs`` epochs or ``max_steps`` iterations (batches,
-accepted or rejected), whichever comes first (``Status.MAX_STEPS``); with neither given, after 10
-epochs. There are no ``ftol``/``xtol``/``gtol`` tests: batch quantities are noisy. Callbacks,
+accepted or rejected), whichever comes first (``Status.MAX_EPOCHS`` or ``Status.MAX_STEPS``); with
+neither given, after 10 epochs. There are no ``ftol``/``xtol``/``gtol`` tests: batch quantities are noisy. Callbacks,
 ``max_time`` and Ctrl-C work as with ``least_squares`` through ``nlls.driver``; ``callback_every``
 counts *epochs* (one History row per epoch by default). ``Checkpoint`` and ``resume`` are refused
 (the random key and the permutation would have to be saved and matched).
@@ -47,7 +47,9 @@ from .callbacks import Checkpoint, History, StepInfo
 from .driver import Run
 from .plan import Setup
 from .result import Solution
+from .solvers.first_order import FirstOrder
 from .solvers.minibatch import MinibatchFirstOrder, StochasticLM
+from .termination import Status
 
 METHODS = ("lm", "adam", "sgd")
 DEFAULT_EPOCHS = 10
@@ -88,7 +90,8 @@ def train(
 ) -> Solution:
     """Minimise ``½‖residual(params, *args, *data)‖²`` over minibatches of the samples in ``data``.
 
-    ``method`` is ``"lm"`` (``StochasticLM``), ``"adam"`` or ``"sgd"`` (``MinibatchFirstOrder``);
+    ``method`` is ``"lm"`` (``StochasticLM``), ``"adam"``, ``"sgd"`` or an optax
+    ``GradientTransformation`` (``MinibatchFirstOrder``);
     ``residual(params, *args, *batch)`` returns the 1-D residuals of the samples in ``batch``
     (``data``, a tuple of pytrees of arrays with the N samples along the leading axis, indexed
     alike), ``k`` per sample, sample-major, as ``nlls.fit``'s residual does. The budget is
@@ -109,14 +112,26 @@ def train(
         >>> print(jnp.round(sol.params, 6), sol.stats.linear)
         [ 3. -1.] normal
     """
-    if not (isinstance(method, str) and method in METHODS):
+    if checks.is_optax_transformation(method):
+        if options:
+            raise ValueError(
+                f"unknown options {sorted(options)} for an optax optimiser with batch_size: "
+                "configure the optimiser itself (its learning rate, schedule, ...)"
+            )
+        configured = MinibatchFirstOrder(FirstOrder("optax", transformation=method))
+        method = "optax"
+    elif not (isinstance(method, str) and method in METHODS):
         hint = (
             " (L-BFGS needs one fixed function for its line search: drop batch_size)"
             if method == "lbfgs"
             else ""
         )
-        raise ValueError(f"with batch_size, method must be one of {METHODS}, got {method!r}{hint}")
-    configured = _method(method, options)
+        raise ValueError(
+            f"with batch_size, method must be one of {METHODS} or an optax "
+            f"GradientTransformation, got {method!r}{hint}"
+        )
+    else:
+        configured = _method(method, options)
     if method != "lm" and (jac != "auto" or linear != "auto"):
         raise ValueError(f"jac and linear are options of the LM step, not of {method!r}")
     if linear not in LINEAR:
@@ -151,7 +166,9 @@ def train(
         callbacks = (*callbacks, _EpochColumn(per_epoch))
     setup = Setup(method=configured, jac=jac, linear=linear, batch_size=batch_size)
     every = min(callback_every * per_epoch, checks.INT32_MAX)
-    run = Run(int(budget), callbacks, every, max_time)
+    by_epochs = epochs is not None and (max_steps is None or epochs * per_epoch <= max_steps)
+    exhausted = Status.MAX_EPOCHS if by_epochs else Status.MAX_STEPS
+    run = Run(int(budget), callbacks, every, max_time, exhausted=exhausted)
     key = jax.random.key(seed)
     return plan.solve(residual, params0, args, setup, run, data=data, key=key)
 

@@ -74,7 +74,9 @@ def adam(
     Args:
         residual, params0, args: as for ``nlls.least_squares``.
         learning_rate, b1, b2, eps: Adam's step size, moment decay rates and denominator offset
-            (optax's defaults, except the learning rate).
+            (optax's defaults, except the learning rate). ``learning_rate`` may be an optax
+            schedule (a function of the update count; ``StepInfo.damping`` then reports its
+            value); a number is traced (a sweep compiles once), a schedule is static.
         max_steps: the number of updates, unless another test ends the run first.
         gtol: stop when ``‖Jᵀr‖∞ ≤ gtol`` (``Status.GTOL``); the default 0 only at an exactly zero
             gradient.
@@ -120,7 +122,7 @@ def sgd(
 
     Args:
         residual, params0, args: as for ``nlls.least_squares``.
-        learning_rate: the step size on the mean-squared loss.
+        learning_rate: the step size on the mean-squared loss, or an optax schedule.
         momentum: the decay of the momentum trace, in ``[0, 1)``; ``None`` for plain gradient
             descent.
         nesterov: Nesterov momentum (needs ``momentum``).
@@ -193,11 +195,61 @@ def lbfgs(
     return _run(method, residual, params0, args, gtol, run)
 
 
+def optax_optimiser(
+    residual: Callable[..., Any],
+    params0: Any,
+    args: tuple = (),
+    optimiser: Any = None,
+    *,
+    max_steps: int = 1000,
+    gtol: float = 0.0,
+    callbacks: Sequence[Callable[[StepInfo], Any]] = (),
+    callback_every: int = 1,
+    max_time: float | None = None,
+) -> Solution:
+    """Minimise ``mean(residual(params, *args)²)`` with any optax ``GradientTransformation``
+    (``optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-3))``, an optimiser with a
+    schedule, ``optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)``); report as
+    ``least_squares`` does. ``fit(..., method=transformation)`` comes here.
+
+    The optimiser's ``update`` is given the gradient of ``mean(r²)`` and, when it takes extra
+    arguments (``GradientTransformationExtraArgs``: a line search), ``value``, ``grad`` and
+    ``value_fn`` too. ``nfev``/``njev`` count the evaluations nlls makes (one each per update), not
+    those inside the optimiser's own line search. ``StepInfo.damping`` is the optimiser's
+    ``learning_rate`` when its state holds one (``optax.inject_hyperparams``), NaN otherwise. The
+    transformation is part of the compiled program: the same object compiles once.
+
+    Args:
+        residual, params0, args: as for ``nlls.least_squares``.
+        optimiser: the ``optax.GradientTransformation``.
+        max_steps, gtol, callbacks, callback_every, max_time: as for ``adam``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> from nlls import baselines
+        >>> x = jnp.linspace(0.0, 1.0, 20)
+        >>> clipped_adam = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.05))
+        >>> sol = baselines.optax_optimiser(lambda p, x, y: p[0] * x + p[1] - y, jnp.zeros(2),
+        ...                                 (x, 2 * x + 1), clipped_adam, max_steps=2000)
+        >>> print(f"{float(sol.params[0]):.3f} {float(sol.params[1]):.3f} {sol.stats.method}")
+        2.000 1.000 optax
+    """
+    if not checks.is_optax_transformation(optimiser):
+        raise TypeError(
+            "optimiser must be an optax GradientTransformation such as optax.adam(1e-3), got "
+            f"{optimiser!r}"
+        )
+    method = FirstOrder("optax", transformation=optimiser)
+    run = Run(checks.step_limit("max_steps", max_steps), callbacks, callback_every, max_time)
+    return _run(method, residual, params0, args, gtol, run)
+
+
 def adam_method(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> FirstOrder:
-    """Adam with validated, traced options (``nlls.fit``'s minibatch Adam uses it too)."""
+    """Adam with validated, traced options (``nlls.fit``'s minibatch Adam uses it too); a
+    schedule as ``learning_rate`` is static."""
     return FirstOrder(
         "adam",
-        learning_rate=_traced(checks.positive("learning_rate", learning_rate)),
+        learning_rate=_traced(checks.learning_rate(learning_rate)),
         b1=_traced(checks.decay("b1", b1)),
         b2=_traced(checks.decay("b2", b2)),
         eps=_traced(checks.non_negative("eps", eps)),
@@ -211,7 +263,7 @@ def sgd_method(learning_rate=1e-2, momentum=None, nesterov=False) -> FirstOrder:
         raise ValueError("nesterov=True needs a momentum (e.g. momentum=0.9)")
     return FirstOrder(
         "sgd",
-        learning_rate=_traced(checks.positive("learning_rate", learning_rate)),
+        learning_rate=_traced(checks.learning_rate(learning_rate)),
         momentum=None if momentum is None else _traced(checks.decay("momentum", momentum)),
         nesterov=nesterov,
     )
@@ -219,8 +271,9 @@ def sgd_method(learning_rate=1e-2, momentum=None, nesterov=False) -> FirstOrder:
 
 def _traced(value: float) -> np.ndarray:
     """An option as an array, which the plan traces (a new value does not compile anew) and casts
-    to the parameters' dtype (a float64 array here, so nothing is lost before that)."""
-    return np.asarray(value, np.float64)
+    to the parameters' dtype (a float64 array here, so nothing is lost before that). A schedule
+    (a function) is left as it is: static."""
+    return value if callable(value) else np.asarray(value, np.float64)
 
 
 def _run(method: FirstOrder, residual, params0, args, gtol, run: Run) -> Solution:
@@ -230,5 +283,6 @@ def _run(method: FirstOrder, residual, params0, args, gtol, run: Run) -> Solutio
             "Checkpoint/resume is for least_squares solves; the baselines do not save their "
             "optimiser state. Record a baseline's run with nlls.History instead."
         )
-    tolerances = Tolerances(0.0, 0.0, checks.non_negative("gtol", gtol))
+    tolerances = Tolerances(0.0, 0.0, checks.tolerance("gtol", gtol))
+    args = checks.args_tuple(args)
     return plan.solve(residual, params0, args, Setup(method=method), run, tolerances=tolerances)

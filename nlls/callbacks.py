@@ -63,6 +63,10 @@ class StepInfo:
         solver_state: the full solver state (an ``nlls.loop.LoopState``), for ``Checkpoint``. Valid
             only during the call: the next segment reuses its buffers (donation).
         signature: the description of problem and solver that a checkpoint must match.
+        model: in ``nlls.fit``, the model at ``params``, as ``fit`` returns it (the equinox module
+            with its trainable leaves replaced, or ``(fn, params)``); ``None`` elsewhere.
+            ``params`` is then the solve's own parameters (the trainable partition of the module).
+            ``EarlyStopping`` and ``Metrics`` evaluate their functions on ``model`` when it is set.
     """
 
     step: int
@@ -81,6 +85,12 @@ class StepInfo:
     metrics: dict = dataclasses.field(default_factory=dict)
     solver_state: Any = dataclasses.field(default=None, repr=False)
     signature: str = dataclasses.field(default="", repr=False)
+    model: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def subject(self) -> Any:
+        """What a metric is evaluated on: the ``model`` in ``nlls.fit``, else the ``params``."""
+        return self.params if self.model is None else self.model
 
 
 COLUMNS = (
@@ -234,6 +244,9 @@ class EarlyStopping:
     """Stop when ``metric(params)`` has not improved by more than ``min_delta`` for ``patience``
     evaluations, and return the parameters where it was lowest.
 
+    In ``nlls.fit`` the metric is given the model (``metric(model)``, ``StepInfo.model``: a
+    validation loss of the module, say), and ``best_model`` is the model where it was lowest.
+
     ``metric`` is evaluated at the start and after every accepted step the callbacks see (a rejected
     trial leaves the parameters unchanged). Its values are recorded under ``name`` in the History.
     Whatever ends the solve, the ``Solution`` holds the best parameters seen (its cost, residual and
@@ -264,11 +277,13 @@ class EarlyStopping:
         self.metric, self.patience, self.min_delta, self.name = metric, patience, min_delta, name
         self.best = math.inf
         self.best_params = None
+        self.best_model = None
         self.best_step = None
         self._waited = 0
 
     def on_start(self, info: StepInfo) -> None:
         self.best, self.best_params, self.best_step, self._waited = math.inf, None, None, 0
+        self.best_model = None
         self._evaluate(info)
 
     def __call__(self, info: StepInfo) -> bool:
@@ -277,7 +292,7 @@ class EarlyStopping:
         return self._evaluate(info)
 
     def _evaluate(self, info: StepInfo) -> bool:
-        value = float(self.metric(info.params))
+        value = float(self.metric(info.subject))
         info.metrics[self.name] = value
         if value < self.best - self.min_delta:
             self.best, self.best_params, self.best_step, self._waited = (
@@ -286,6 +301,7 @@ class EarlyStopping:
                 info.step,
                 0,
             )
+            self.best_model = info.model
             return False
         self._waited += 1
         return self._waited >= self.patience
@@ -296,7 +312,8 @@ class EarlyStopping:
 
 class Metrics:
     """Evaluate ``{name: fn(params) -> float}`` at the start, every ``every`` callback calls, and at
-    the end; the values go into ``StepInfo.metrics`` and so into the History.
+    the end; the values go into ``StepInfo.metrics`` and so into the History. In ``nlls.fit`` the
+    functions are given the model (``fn(model)``, ``StepInfo.model``).
 
     Jit the functions (``jax.jit``) when they are more than a few operations: they run in Python
     between compiled segments.
@@ -339,7 +356,7 @@ class Metrics:
 
     def _evaluate(self, info: StepInfo) -> None:
         for name, function in self.functions.items():
-            info.metrics[name] = float(function(info.params))
+            info.metrics[name] = float(function(info.subject))
         self._last_iteration = info.iteration
 
 
@@ -375,8 +392,12 @@ class ProgressBar:
         self._show(info)
 
     def on_end(self, info: StepInfo) -> None:
+        """Show the last point and close the bar at the real end: a solve that stopped before its
+        step limit (converged, stopped by a callback) ends at 100% of the steps it took."""
         if self._bar is not None:
             self._show(info)
+            if not self._bar.disable:
+                self._bar.total = self._bar.n
             self._bar.set_description_str(info.status.name.lower())
             self._bar.close()
 

@@ -8,6 +8,8 @@ The checks that need the problem's shapes (``params_dtype``, ``residual_size``,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -17,6 +19,53 @@ from .losses import LINEAR, LOSS_NAMES, Loss
 from .problem import describe_leaves
 
 INT32_MAX = int(np.iinfo(np.int32).max)
+
+LEAST_SQUARES_METHODS = ("lm", "gn", "dogleg", "trust_region")
+FIRST_ORDER_METHODS = ("adam", "sgd", "lbfgs")
+_IN_WORDS = {
+    LEAST_SQUARES_METHODS: "'lm', 'gn', 'dogleg', 'trust_region' (least squares) or a configured "
+    "solver such as nlls.LevenbergMarquardt(geodesic=True)",
+    FIRST_ORDER_METHODS: "'adam', 'sgd', 'lbfgs' (first-order, nlls.baselines) or any optax "
+    "GradientTransformation such as optax.adam(1e-3)",
+}
+
+
+def method_name(method, allowed=LEAST_SQUARES_METHODS + FIRST_ORDER_METHODS) -> None:
+    """Refuse a method name that is not one of ``allowed``, suggesting the one meant (a case or
+    spelling slip: ``"Adam"``, ``"LM"``, ``"levenberg_marquardt"``) and listing them all."""
+    if not isinstance(method, str) or method in allowed:
+        return
+    import difflib
+
+    aliases = {"levenberg_marquardt": "lm", "levenberg-marquardt": "lm", "gauss_newton": "gn"}
+    lowered = method.lower().replace(" ", "_")
+    meant = aliases.get(lowered, lowered if lowered in allowed else None)
+    if meant is None:
+        close = difflib.get_close_matches(lowered, allowed, n=1, cutoff=0.6)
+        meant = close[0] if close else None
+    hint = f" (did you mean {meant!r}?)" if meant in allowed else ""
+    kinds = [words for names, words in _IN_WORDS.items() if set(names) <= set(allowed)]
+    raise ValueError(f"unknown method {method!r}{hint}; the methods are {', '.join(kinds)}")
+
+
+def args_tuple(args) -> tuple:
+    """The extra arguments of a residual as a tuple; a single array given bare is refused with
+    the fix (``args=(x,)``): unpacking it would pass its rows as separate arguments."""
+    if isinstance(args, tuple):
+        return args
+    if isinstance(args, list):
+        return tuple(args)
+    shape = getattr(args, "shape", None)
+    what = f"an array of shape {tuple(shape)}" if shape is not None else type(args).__name__
+    raise TypeError(
+        f"args must be a tuple of the residual's extra arguments, got {what}: for one argument "
+        "write args=(x,), for several args=(x, y)"
+    )
+
+
+def tolerance(name: str, value) -> float:
+    """A termination tolerance: a non-negative number (0 switches its test off)."""
+    return non_negative(name, value)
 
 
 def params_dtype(params0) -> np.dtype:
@@ -48,6 +97,11 @@ def residual_size(residual, params0, args, dtype, call: str = "residual(params0,
     if not leaves:
         raise ValueError("residual returned no arrays")
     for leaf in leaves:
+        if not hasattr(leaf, "dtype"):
+            raise ValueError(
+                f"residual must return JAX arrays (a pytree of them), got a {type(leaf).__name__}: "
+                "build it with jax.numpy (e.g. jnp.array([...]) or jnp.stack) from the parameters"
+            )
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise ValueError(
                 f"residual must return floating-point values, got {leaf.dtype}{leaf.shape}"
@@ -78,6 +132,10 @@ def callbacks(given, callback_every, max_time) -> tuple:
     """The callbacks as a tuple, with ``callback_every`` and ``max_time`` checked."""
     if callable(given):
         given = (given,)
+    if given is not None and (not isinstance(given, Iterable) or isinstance(given, str)):
+        raise TypeError(
+            f"callbacks must be a list of callables (each given a StepInfo), got {given!r}"
+        )
     given = tuple(given or ())
     for callback in given:
         if not callable(callback):
@@ -119,7 +177,9 @@ def byte_budget(value) -> int:
 def number(name: str, value) -> float:
     """A finite real number (a hyperparameter)."""
     if callable(value):
-        raise ValueError(f"{name} must be a number (schedules are not supported), got {value!r}")
+        raise ValueError(
+            f"{name} must be a number (a schedule is taken by learning_rate only), got {value!r}"
+        )
     if isinstance(value, bool):
         raise ValueError(f"{name} must be a number, got {value!r}")
     try:
@@ -129,6 +189,24 @@ def number(name: str, value) -> float:
     if not np.isfinite(result):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return result
+
+
+def learning_rate(value):
+    """A positive learning rate, or a schedule: a function of the update count (``optax``'s
+    schedules, e.g. ``optax.exponential_decay(1e-2, 1000, 0.1)``), kept as it is."""
+    if callable(value):
+        return value
+    return positive("learning_rate", value)
+
+
+def is_optax_transformation(method) -> bool:
+    """Whether ``method`` is an optax ``GradientTransformation`` (a pair of ``init`` and
+    ``update`` functions; checked by shape, so that optax need not be imported to ask)."""
+    return (
+        isinstance(method, tuple)
+        and callable(getattr(method, "init", None))
+        and callable(getattr(method, "update", None))
+    )
 
 
 def positive(name: str, value) -> float:

@@ -38,14 +38,17 @@ from .threads import one_blas_thread
 @dataclasses.dataclass(frozen=True)
 class Run:
     """How a plan is run: the step budget, the callbacks called every ``callback_every``
-    iterations, the time limit in seconds and the checkpoint to resume (both ``None`` for none).
-    The callbacks and the numbers are checked (``nlls.checks``) when it is made."""
+    iterations, the time limit in seconds and the checkpoint to resume (both ``None`` for none),
+    and the status of a run that spends its budget (``MAX_STEPS``; ``MAX_EPOCHS`` when the
+    budget is a number of epochs). The callbacks and the numbers are checked (``nlls.checks``)
+    when it is made."""
 
     max_steps: int
     callbacks: tuple = ()
     callback_every: int = 1
     max_time: float | None = None
     resume: Any = None
+    exhausted: Status = Status.MAX_STEPS
 
     def __post_init__(self):
         callbacks = checks.callbacks(self.callbacks, self.callback_every, self.max_time)
@@ -73,7 +76,11 @@ def run_plan(plan, params0, dynamic, run: Run) -> Solution:
             solution = drive(plan, params0, dynamic, run)
         else:
             solution = plan.solve(params0, dynamic, np.int32(run.max_steps))
-            if isinstance(solution.status, jax.core.Tracer):
+            if run.exhausted != Status.MAX_STEPS:
+                code = solution.status_code
+                spent = jnp.where(code == Status.MAX_STEPS, int(run.exhausted), code)
+                solution = solution.replace(status=spent.astype(code.dtype))
+            if isinstance(solution.status_code, jax.core.Tracer):
                 return solution
             if np.any(np.asarray(solution.status) == Status.NONFINITE_START):
                 raise_non_finite_start(params0)
@@ -149,7 +156,9 @@ def drive(plan, params0, dynamic, run: Run) -> Solution:
             if info.solver_state is not state:  # interrupted between a segment and its snapshot
                 info = _info(plan.describe(state, params0), started, max_steps, state, signature)
 
-    final = state if ended_by is None else _with_status(state, ended_by)
+    if ended_by is None and int(state.status) == Status.MAX_STEPS:
+        ended_by = run.exhausted  # the budget was spent: in steps, or in epochs
+    final = state if ended_by in (None, Status.MAX_STEPS) else _with_status(state, ended_by)
     info = dataclasses.replace(info, status=Status(int(final.status)), time=_since(started))
     for callback in callbacks:
         if hasattr(callback, "on_end"):
@@ -271,5 +280,4 @@ def _with_status(state, status: Status):
 
 
 def _with_history(solution: Solution, history: History) -> Solution:
-    fields = {f.name: getattr(solution, f.name) for f in dataclasses.fields(solution)}
-    return Solution(**{**fields, "history": history})
+    return solution.replace(history=history)

@@ -30,6 +30,7 @@ integer arrays, activation functions, and floating arrays excluded by a ``traina
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,10 +41,10 @@ import numpy as np
 
 from . import checks
 from .bounds import is_scalar
-from .callbacks import History, Metrics, StepInfo
+from .callbacks import Checkpoint, History, Metrics, StepInfo
 from .result import Solution
 
-FIRST_ORDER = ("adam", "sgd", "lbfgs")
+FIRST_ORDER = checks.FIRST_ORDER_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,32 +58,67 @@ class FitResult:
             trainable leaves, cost, status, counts).
         history: the ``nlls.History`` of the fit (one row per callback call), or ``None`` when the
             fit ran without one (``history=False``).
+
+    ``mse`` and ``rmse``: the mean and root mean square of the training errors at the fitted
+    model, ``mean(wᵢ(model(xᵢ) − yᵢ))²`` over every output of every sample (weighted when
+    ``weights`` were given), i.e. ``2·cost/m``. ``print(result)`` shows the solution's values.
     """
 
     model: Any
     solution: Solution
     history: History | None
 
+    @property
+    def mse(self):
+        """The training mean squared error, ``2·cost/m`` (``Solution.mse``)."""
+        return self.solution.mse
+
+    @property
+    def rmse(self):
+        """The training root mean squared error, ``√mse``."""
+        return self.solution.rmse
+
+    def __str__(self) -> str:
+        kind = type(self.model).__name__
+        rows = "no history" if self.history is None else f"history of {len(self.history)} rows"
+        return f"FitResult: a fitted {kind}, {rows}\n{self.solution}"
+
 
 def solve_with(
-    method, residual: Callable[..., Any], params0, args: tuple = (), **options
+    method, residual: Callable[..., Any], params0, args: tuple = (), *, also=(), **options
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` with ``method``: a first-order baseline
-    (``"adam"``, ``"sgd"``, ``"lbfgs"``, through ``nlls.baselines``) or anything ``least_squares``
-    accepts (``"lm"``, ``"gn"``, ``"dogleg"``, a solver object). ``options`` go to that function."""
-    if isinstance(method, str) and method in FIRST_ORDER:
-        from . import baselines
+    (``"adam"``, ``"sgd"``, ``"lbfgs"``, or an optax ``GradientTransformation``, through
+    ``nlls.baselines``) or anything ``least_squares``
+    accepts (``"lm"``, ``"gn"``, ``"dogleg"``, a solver object). ``options`` go to that function;
+    an unknown method or an option that method does not take is a ``ValueError`` naming the fix
+    (``also``: the caller's own options, listed in that message beside the method's)."""
+    from . import baselines
 
-        if options.get("bounds") is not None:
-            raise ValueError(
-                f"method={method!r} does not take bounds; use method='lm' (Levenberg–Marquardt "
-                "with Coleman–Li reflective steps)"
-            )
-        options.pop("bounds", None)
-        options.pop("jac", None)  # first-order methods need gradients only (reverse mode)
-        return getattr(baselines, method)(residual, params0, args, **options)
+    if options.get("bounds") is not None and (
+        checks.is_optax_transformation(method)
+        or (isinstance(method, str) and method in FIRST_ORDER)
+    ):
+        label = method if isinstance(method, str) else "an optax transformation"
+        raise ValueError(
+            f"method={label!r} does not take bounds; use method='lm' (Levenberg–Marquardt "
+            "with Coleman–Li reflective steps)"
+        )
     from .solve import least_squares
 
+    checks.method_name(method)
+    if options.get("bounds", 0) is None:
+        options.pop("bounds")
+    if checks.is_optax_transformation(method):
+        options.pop("jac", None)
+        _check_options(baselines.optax_optimiser, "optax", options, also)
+        return baselines.optax_optimiser(residual, params0, args, method, **options)
+    if isinstance(method, str) and method in FIRST_ORDER:
+        options.pop("jac", None)  # first-order methods need gradients only (reverse mode)
+        target = getattr(baselines, method)
+        _check_options(target, method, options, also)
+        return target(residual, params0, args, **options)
+    _check_options(least_squares, method, options, also)
     return least_squares(residual, params0, args, method=method, **options)
 
 
@@ -90,6 +126,58 @@ def _as_arrays(tree):
     """Numbers and NumPy arrays in ``tree`` as JAX arrays (what ``trainable`` filters see)."""
     return jax.tree_util.tree_map(
         lambda leaf: jnp.asarray(leaf) if isinstance(leaf, float | int | np.ndarray) else leaf, tree
+    )
+
+
+# Options that belong to one kind of method, and what to say when the other kind is given them.
+_FIRST_ORDER_ONLY = {"learning_rate", "b1", "b2", "eps", "momentum", "nesterov", "memory_size"}
+_LEAST_SQUARES_ONLY = {"ftol", "xtol", "linear", "max_jacobian_bytes", "covariance", "resume"}
+
+
+def _check_options(target, method, options: dict, also) -> None:
+    """Refuse, before anything is compiled, an option that ``target`` (``least_squares`` or a
+    baseline) does not take, saying which method takes it or which name was meant."""
+    import difflib
+    import inspect
+
+    taken = [
+        name
+        for name, parameter in inspect.signature(target).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "method"
+    ]
+    unknown = sorted(set(options) - set(taken))
+    if not unknown:
+        return
+    name = unknown[0]
+    label = method if isinstance(method, str) else type(method).__name__
+    first_order = isinstance(method, str) and method in (*FIRST_ORDER, "optax")
+    close = difflib.get_close_matches(name, [*taken, *also], n=1, cutoff=0.6)
+    if name in _FIRST_ORDER_ONLY and not first_order:
+        hint = (
+            f"{name} is an option of the first-order methods (method='adam' or 'sgd'"
+            f"{'' if name != 'memory_size' else ', or memory_size for lbfgs'}); a least-squares "
+            "method needs none: its damping or trust radius adapts at every step"
+        )
+    elif name in _FIRST_ORDER_ONLY:
+        hint = f"{name} is an option of {'lbfgs' if name == 'memory_size' else 'adam and sgd'}" + (
+            "; L-BFGS finds its step length by a line search" if method == "lbfgs" else ""
+        )
+    elif name in _LEAST_SQUARES_ONLY and first_order:
+        hint = (
+            f"{name} is an option of the least-squares methods ('lm', 'gn', 'dogleg', "
+            f"'trust_region'); {method!r} does not take it"
+            + ("" if name in ("covariance", "resume") else " (it stops on gtol or max_steps)")
+        )
+    elif name in ("maxiter", "max_iter", "max_nfev", "iterations", "steps", "epochs"):
+        hint = "the budget is max_steps" + (
+            " (epochs: with batch_size)" if name == "epochs" else ""
+        )
+    else:
+        hint = f"did you mean {close[0]}?" if close else "drop it"
+    raise ValueError(
+        f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for "
+        f"method={label!r}: {hint}{'' if hint.endswith('?') else '.'} The options are "
+        f"{', '.join([*also, *taken])}"
     )
 
 
@@ -132,15 +220,21 @@ def fit(
         x: the inputs, an array (or pytree of arrays) with the samples along the leading axis.
         y: the targets, an array with the samples along the leading axis; ``y[i]`` has the shape of
             ``model(x[i])``.
-        method: ``"lm"``, ``"gn"``, ``"dogleg"`` or a solver object (``nlls.least_squares``), or a
-            first-order baseline ``"adam"``, ``"sgd"``, ``"lbfgs"`` (``nlls.baselines``, same
-            residual, callbacks and History).
+        method: ``"lm"``, ``"gn"``, ``"dogleg"``, ``"trust_region"`` or a solver object
+            (``nlls.least_squares``), or a first-order baseline ``"adam"``, ``"sgd"``,
+            ``"lbfgs"`` (``nlls.baselines``, same residual, callbacks and History), or any optax
+            ``GradientTransformation`` (``optax.adamw(1e-3)``, a chain, an optimiser with a
+            schedule; ``nlls.baselines.optax_optimiser``). Adam's and SGD's ``learning_rate`` may
+            be an optax schedule.
         weights: non-negative weights broadcastable to ``y.shape``, multiplying the residuals (so
             ``1/σ`` for measurement errors σ); ``None`` for all ones.
         val: ``(x_val, y_val)``: the validation mean squared error is recorded in the History as
             ``"val_mse"`` at every callback call.
         callbacks, callback_every: as for ``least_squares``; with ``batch_size``,
-            ``callback_every`` counts epochs.
+            ``callback_every`` counts epochs. The callbacks' ``StepInfo.model`` is the model at
+            the current parameters (as ``fit`` returns it), and ``nlls.EarlyStopping`` and
+            ``nlls.Metrics`` evaluate their functions on it: ``EarlyStopping(lambda m:
+            validation_loss(m))`` stops on the model's validation loss and restores the best.
         max_steps: the most accepted steps (optimiser updates for a first-order method); default
             1000. With ``batch_size``: the most iterations (batches, accepted or not), no limit by
             default.
@@ -245,7 +339,9 @@ def fit(
         )
     recorder = History() if history else None
     extra = tuple(c for c in (recorder, validation) if c is not None)
-    callbacks = (*([callbacks] if callable(callbacks) else callbacks), *extra)
+    model_of = functools.partial(_model_of, frozen=frozen, as_pair=as_pair)
+    given = checks.callbacks(callbacks, callback_every, None)
+    callbacks = (*(_SeesModel.wrap(c, model_of) for c in given), *extra)
     if jac == "per_sample":
         jac = _per_sample_jacobian(outputs, params0)
     if solver_options.get("bounds") is not None:
@@ -261,7 +357,11 @@ def fit(
     if batch_size is not None:
         from ._minibatch import train
 
-        if method == "lm" or not isinstance(method, str):
+        if (
+            isinstance(method, str)
+            and method == "lm"
+            or not (isinstance(method, str) or checks.is_optax_transformation(method))
+        ):
             solver_options["jac"] = jac
         solution = train(
             method,
@@ -297,6 +397,43 @@ def fit(
 
 def _traced(tree) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _model_of(params, frozen, as_pair: bool):
+    """The model as ``fit`` returns it, from the solve's parameters (the trainable partition)."""
+    model = eqx.combine(params, frozen)
+    return (model.fn, model.params) if as_pair else model
+
+
+class _SeesModel:
+    """A callback of ``fit`` whose ``StepInfo`` carries the model (``StepInfo.model``), so that
+    ``EarlyStopping``, ``Metrics`` and the user's functions see what they fit, not the solve's
+    partition of it. ``History`` and ``Checkpoint`` need no model and are passed as they are."""
+
+    def __init__(self, callback, model_of):
+        self.callback, self.model_of = callback, model_of
+
+    @classmethod
+    def wrap(cls, callback, model_of):
+        return callback if isinstance(callback, History | Checkpoint) else cls(callback, model_of)
+
+    def _seen(self, info: StepInfo) -> StepInfo:
+        # The same metrics dict: what the callback records lands in the History's row.
+        return dataclasses.replace(info, model=self.model_of(info.params))
+
+    def __call__(self, info: StepInfo):
+        return self.callback(self._seen(info))
+
+    def on_start(self, info: StepInfo) -> None:
+        if hasattr(self.callback, "on_start"):
+            self.callback.on_start(self._seen(info))
+
+    def on_end(self, info: StepInfo) -> None:
+        if hasattr(self.callback, "on_end"):
+            self.callback.on_end(self._seen(info))
+
+    def restore(self):
+        return self.callback.restore() if hasattr(self.callback, "restore") else None
 
 
 def _residual(params, frozen, x, y, weights):
@@ -370,6 +507,11 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
     if not x_leaves or y.ndim == 0:
         raise ValueError(f"{prefix}x and y need the samples along a leading axis")
     samples = y.shape[0]
+    if any(leaf.ndim == 0 for leaf in x_leaves) and isinstance(x, list | tuple):
+        raise ValueError(
+            f"{prefix}x is a {type(x).__name__} of scalars: give an array with the samples along "
+            f"its leading axis (jnp.asarray({prefix.strip() or 'x'}))"
+        )
     for leaf in x_leaves:
         if leaf.ndim == 0 or leaf.shape[0] != samples:
             raise ValueError(
@@ -386,10 +528,15 @@ def _check_data(module, x, y, weights, dtype, prefix: str):
         raise ValueError(f"calling the model on one sample {prefix}x[0] failed: {error}") from error
     if not hasattr(output, "shape") or tuple(output.shape) != tuple(y.shape[1:]):
         got = getattr(output, "shape", type(output).__name__)
+        column = (
+            f" ({prefix}y[:, None] for one output per sample)"
+            if tuple(got) == (1,) and y.ndim == 1
+            else ""
+        )
         raise ValueError(
             f"the model returns shape {got} for one sample but {prefix}y[0] has shape "
-            f"{tuple(y.shape[1:])}: reshape y so that y[i] has the shape of the model's output, or "
-            "change the model"
+            f"{tuple(y.shape[1:])}: reshape y so that y[i] has the shape of the model's "
+            f"output{column}, or change the model"
         )
     if weights is not None:
         weights = checks.weights(weights, y.shape, dtype, "y")

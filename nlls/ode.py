@@ -444,7 +444,15 @@ def fit(
     if callbacks:
         options["callbacks"] = callbacks
     # solve_with drops jac for a first-order method (gradients are reverse mode).
-    solution = solve_with(method, residual, params0, args, jac=residual.mode, **options)
+    solution = solve_with(
+        method,
+        residual,
+        params0,
+        args,
+        also=sorted(_SHOOTING_OPTIONS),
+        jac=residual.mode,
+        **options,
+    )
     return FitResult(
         model=_with_params(field, solution.params["field"]),
         solution=solution,
@@ -564,7 +572,8 @@ class _Problem:
             dynamics=_Dynamics(self.field_static, self.is_module, physics, bool(autonomous)),
             solver=dfx.Tsit5() if solver is None else solver,
             controller=dfx.PIDController(
-                rtol=tolerance if rtol is None else rtol, atol=tolerance if atol is None else atol
+                rtol=tolerance if rtol is None else checks.positive("rtol", rtol),
+                atol=tolerance if atol is None else checks.positive("atol", atol),
             ),
             dt0=dt0,
             max_steps=checks.positive_int("max_ode_steps", max_ode_steps),

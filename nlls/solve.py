@@ -173,8 +173,14 @@ def least_squares(
         covariance=_covariance_kind(covariance),
         loss=checks.loss(loss, f_scale),
     )
+    max_steps = checks.step_limit("max_steps", max_steps)
     run = Run(max_steps, callbacks, callback_every, max_time, resume)
-    tolerances = Tolerances(float(ftol), float(xtol), float(gtol))
+    tolerances = Tolerances(
+        checks.tolerance("ftol", ftol),
+        checks.tolerance("xtol", xtol),
+        checks.tolerance("gtol", gtol),
+    )
+    args = checks.args_tuple(args)
     return plan.solve(residual, params0, args, setup, run, tolerances=tolerances, bounds=bounds)
 
 
@@ -194,10 +200,14 @@ def _default(name: str):
 
 def _resolve_method(method):
     if isinstance(method, str):
-        if method not in METHODS:
+        if method in checks.FIRST_ORDER_METHODS:
             raise ValueError(
-                f"method must be one of {tuple(METHODS)} or a solver object, got {method!r}"
+                f"method={method!r} is a first-order baseline, not a least-squares method: call "
+                f"nlls.baselines.{method}(residual, params0, args) or "
+                f"nlls.fit(..., method={method!r}); least_squares takes {tuple(METHODS)} or a "
+                "solver object such as nlls.LevenbergMarquardt()"
             )
+        checks.method_name(method, tuple(METHODS))
         return _default(method)
     if isinstance(method, LevenbergMarquardt | GaussNewton | Dogleg | TrustRegion):
         return method

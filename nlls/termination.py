@@ -23,6 +23,8 @@ Definitions (checked after every trial step, in this order; the first that holds
   reached the noise floor ``floor`` (1000·eps²·cost: the step changes the residual by a few ten
   ``eps·‖r‖``, below what an evaluation resolves).
 * ``max_steps``: that many accepted steps were taken.
+* ``epochs`` (``MAX_EPOCHS``): minibatch training (``fit(..., batch_size=B)``) made that many passes
+  over the data; it has no other test.
 
 A solve watched by callbacks (``nlls.callbacks``) can also end between steps: a callback returned
 ``True`` (``CALLBACK``), ``max_time`` passed (``TIME_LIMIT``), or ``KeyboardInterrupt`` (``INTERRUPTED``).
@@ -55,6 +57,11 @@ class Status(enum.IntEnum):
     TIME_LIMIT = 9
     INTERRUPTED = 10
     PRECISION = 11
+    MAX_EPOCHS = 12
+
+    def __str__(self) -> str:
+        """``print(sol.status)`` names it (``GTOL``), as ``repr`` does (``<Status.GTOL: 1>``)."""
+        return self.name
 
     @property
     def message(self) -> str:
@@ -80,6 +87,10 @@ _MESSAGES = {
     Status.FTOL: "ftol: the relative reduction of the cost fell below ftol",
     Status.XTOL: "xtol: the relative step size fell below xtol",
     Status.MAX_STEPS: "max_steps: the step limit was reached before a tolerance was met",
+    Status.MAX_EPOCHS: (
+        "epochs: the epoch limit was reached (minibatch training has no convergence test; it "
+        "ends on its budget)"
+    ),
     Status.LINE_SEARCH_FAILED: (
         "the line search found no decrease along the Gauss-Newton direction "
         "(try method='lm', which adapts its damping)"

@@ -404,7 +404,7 @@ def test_checkpoint_is_refused(tmp_path):
     [
         (baselines.adam, {"learning_rate": 0.0}, "learning_rate must be positive"),
         (baselines.adam, {"learning_rate": float("nan")}, "learning_rate must be finite"),
-        (baselines.adam, {"learning_rate": lambda count: 0.1}, "schedules are not supported"),
+        (baselines.adam, {"b1": lambda count: 0.9}, "a schedule is taken by learning_rate only"),
         (baselines.adam, {"b1": 1.0}, r"b1 must be in \[0, 1\)"),
         (baselines.adam, {"eps": -1.0}, "eps must be non-negative"),
         (baselines.adam, {"max_steps": -1}, "max_steps must be a non-negative int"),
@@ -494,3 +494,94 @@ def test_repeated_calls_do_not_recompile(monkeypatch):
             run(jnp.zeros(3), a, learning_rate=learning_rate, b1=0.8, gtol=1e-9, max_steps=9)
         run(jnp.ones(3), shifted, max_steps=7)
     assert again.compiled == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Any optax GradientTransformation, and schedules as learning rates.
+
+
+def _optax_loop(transformation, residual, params, args, steps):
+    """The independent reference: optax's own loop on mean(r²), written out, with the gradient
+    ∇mean(r²) = (2/m)·Jᵀr as the baselines compute it."""
+    import optax
+
+    state = transformation.init(params)
+    for _ in range(steps):
+        r, pullback = jax.vjp(lambda p: residual(p, *args), params)
+        gradient = (2.0 / r.size) * pullback(r)[0]
+        updates, state = transformation.update(gradient, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_an_optax_transformation_runs_as_optax_runs_it(dtype):
+    import optax
+
+    a, b = linear_problem(dtype)
+    chained = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(0.05))
+    sol = baselines.optax_optimiser(linear, jnp.zeros(3, dtype), (a, b), chained, max_steps=60)
+    expected = _optax_loop(chained, linear, jnp.zeros(3, dtype), (a, b), 60)
+    rtol = 1e-10 if dtype == jnp.float64 else 2e-5
+    np.testing.assert_allclose(np.asarray(sol.params), np.asarray(expected), rtol=rtol)
+    assert sol.stats.method == "optax" and int(sol.stats.steps) == 60
+    assert sol.status is nlls.Status.MAX_STEPS
+
+
+def test_a_schedule_as_learning_rate_is_followed_and_reported():
+    import optax
+
+    a, b = linear_problem(jnp.float64)
+    # Piecewise constant: its values are exact, so the compiled and the eager schedule agree to the
+    # bit (a power, as in exponential_decay, can differ in its last bit once compiled).
+    schedule = optax.piecewise_constant_schedule(0.1, {10: 0.5, 20: 0.5, 30: 0.5})
+    history = nlls.History()
+    sol = baselines.adam(
+        linear,
+        jnp.zeros(3),
+        (a, b),
+        learning_rate=schedule,
+        max_steps=40,
+        callbacks=[history],
+        callback_every=10,
+    )
+    expected = _optax_loop(optax.adam(schedule), linear, jnp.zeros(3), (a, b), 40)
+    np.testing.assert_allclose(np.asarray(sol.params), np.asarray(expected), rtol=1e-10)
+    data = history.as_dict()
+    np.testing.assert_allclose(data["damping"], [float(schedule(k)) for k in data["step"]])
+
+
+def test_fit_takes_optax_transformations_full_batch_line_search_and_minibatch():
+    import optax
+
+    x = jnp.linspace(-1.0, 1.0, 40)
+    features = jnp.stack([x, x**2, jnp.ones_like(x)], axis=1)
+    y = (features @ jnp.array([0.5, -1.0, 2.0]))[:, None] + 0.01 * jnp.sin(9.0 * x)[:, None]
+    model = (lambda p, xi: (xi @ p)[None], jnp.zeros(3))
+    exact = np.linalg.lstsq(np.asarray(features), np.asarray(y[:, 0]), rcond=None)[0]
+    # L-BFGS with its line search (a transformation taking extra arguments) reaches the minimum.
+    lbfgs = nlls.fit(model, features, y, method=optax.lbfgs(), max_steps=100)
+    np.testing.assert_allclose(np.asarray(lbfgs.model[1]), exact, rtol=1e-7)
+    # SGD given as a transformation takes the same steps as method="sgd" (same batches too).
+    for options in ({}, {"batch_size": 8, "epochs": 2}):
+        named = nlls.fit(model, features, y, method="sgd", learning_rate=0.1, **options)
+        given = nlls.fit(model, features, y, method=optax.sgd(0.1), **options)
+        np.testing.assert_allclose(
+            np.asarray(given.model[1]), np.asarray(named.model[1]), rtol=1e-12
+        )
+    injected = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    result = nlls.fit(model, features, y, method=injected, max_steps=5, callback_every=5)
+    np.testing.assert_allclose(result.history.as_dict()["damping"], 0.1)
+
+
+def test_optax_transformation_errors_name_the_fix():
+    import optax
+
+    a, b = linear_problem(jnp.float64)
+    with pytest.raises(TypeError, match=r"optax GradientTransformation such as optax.adam"):
+        baselines.optax_optimiser(linear, jnp.zeros(3), (a, b), "adam")
+    model = (lambda p, xi: (xi @ p)[None], jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"learning_rate.*configure the optimiser itself"):
+        nlls.fit(model, a, b[:, None], method=optax.sgd(0.1), batch_size=5, learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"ftol is an option of the least-squares methods"):
+        nlls.fit(model, a, b[:, None], method=optax.sgd(0.1), ftol=1e-3)

@@ -12,7 +12,9 @@ import nlls.fitting
 import nlls.linear
 import nlls.ode
 import nlls.plan
+import nlls.plotting
 import nlls.report
+import nlls.result
 import nlls.solve
 import nlls.solvers.levenberg_marquardt
 import nlls.solvers.minibatch
@@ -36,6 +38,8 @@ import nlls.uncertainty
         nlls.curve_fitting,
         nlls.uncertainty,
         nlls.report,
+        nlls.result,
+        nlls.plotting,
     ],
     ids=str,
 )
@@ -58,8 +62,9 @@ def test_readme_example_runs():
     assert abs(float(params["a"]) - 2.0) < 1e-6 and abs(float(params["k"]) - 1.5) < 1e-6
 
 
-def test_readme_curve_fitting_example_runs(capsys):
-    """The README's curve-fitting block fits, prints its report and fits a batch under vmap."""
+def test_readme_curve_fitting_example_runs(capsys, tmp_path, monkeypatch):
+    """The README's curve-fitting block fits, prints its report, draws its picture and fits a
+    batch under vmap."""
     import re
     from pathlib import Path
 
@@ -67,8 +72,10 @@ def test_readme_curve_fitting_example_runs(capsys):
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "curve_fit(" in b)
+    monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(block, namespace)
+    assert (tmp_path / "decay.png").stat().st_size > 0
     np.testing.assert_allclose(namespace["popt"], [3.0, 1.3, 0.5], atol=0.05)
     assert np.all(namespace["errors"] < 0.05)
     assert namespace["popts"].shape == (1000, 3) and namespace["pcovs"].shape == (1000, 3, 3)
@@ -180,6 +187,17 @@ def test_readme_training_example_runs():
     assert val_mse[-1] < 1e-6 < val_mse[0]
     mse = lambda fitted: float(jnp.mean((jax.vmap(fitted)(namespace["x"]) - namespace["y"]) ** 2))  # noqa: E731
     assert mse(result.model) < 1e-3 * mse(adam.model)
+    assert float(result.mse) == pytest.approx(mse(result.model), rel=1e-4)
+    # The optax chain ran, and EarlyStopping on the model's validation MSE returned its best.
+    own, stop = namespace["own"], namespace["stop"]
+    assert own.solution.stats.method == "optax"
+    x_val, y_val = namespace["x_val"], namespace["y_val"]
+
+    def val(fitted):
+        return float(jnp.mean((jax.vmap(fitted)(x_val) - y_val) ** 2))
+
+    assert val(own.model) == pytest.approx(stop.best, rel=1e-4)
+    assert val(own.model) < val(namespace["model"])
 
 
 @pytest.mark.slow
@@ -241,3 +259,94 @@ def test_readme_differentiation_example_runs():
     grid = [float(validation_loss(log_weight + d)) for d in np.linspace(-0.3, 0.3, 7)]
     assert final <= min(grid) + 1e-9
     assert abs(float(namespace["step"](log_weight)[1])) < 1e-6
+
+
+def test_version_on_the_command_line(capsys):
+    """``python -m nlls --version`` prints the package's version, which pyproject reads from
+    ``nlls.__version__``."""
+    import tomllib
+    from pathlib import Path
+
+    from nlls.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nlls {nlls.__version__}"
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nlls.__version__"}
+    license_text = (Path(__file__).resolve().parents[1] / "LICENSE").read_text()
+    assert project["project"]["license"] == "Apache-2.0" and "Apache License" in license_text
+
+
+# The README's Python blocks that a dedicated test above runs and checks, by a string each holds.
+DEDICATED = {
+    "fit_report": "test_readme_curve_fitting_example_runs",
+    'loss="': "test_readme_robust_loss_example_runs",
+    "active_bounds": "test_readme_bounds_example_runs",
+    "value_and_grad": "test_readme_differentiation_example_runs",
+    "nlls.Checkpoint(": "test_readme_callbacks_example_runs",
+    'method="adam", learning_rate=1e-2': "test_readme_training_example_runs",
+    "batch_size=100": "test_readme_big_models_example_runs",
+}
+
+
+def _readme_blocks() -> list[str]:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", readme, re.S)
+
+
+def test_every_readme_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    """Every Python block of the README runs on its own, as a reader would paste it: those with a
+    dedicated test above are run there; this runs the others, each in a fresh namespace, and
+    checks what they say they compute."""
+    import jax
+
+    blocks = _readme_blocks()
+    first, others = blocks[0], blocks[1:]
+    dedicated = [b for b in others if any(marker in b for marker in DEDICATED)]
+    assert len(dedicated) == len(DEDICATED)  # each dedicated test finds its one block
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(first, namespace)
+    printed = capsys.readouterr().out
+    assert printed.startswith("Solution: converged (GTOL") and "'a': 2.0, 'k': 1.5" in printed
+    rest = [b for b in others if b not in dedicated]
+    assert len(rest) == 2  # the vmap block and the thread-limit block
+    for block in rest:
+        namespace = {}
+        exec(block, namespace)
+        if "sols" in namespace:  # many fits at once
+            sols = namespace["sols"]
+            assert sols.params["a"].shape == (1000,)
+            assert bool(jax.numpy.all(sols.success))
+            expected = namespace["amplitudes"]
+            assert float(jax.numpy.max(jax.numpy.abs(sols.params["a"] - expected))) < 1e-4
+            assert capsys.readouterr().out.startswith("Solution of 1000 solves (1000,): 1000")
+        else:  # the same under jit, with BLAS held at one thread
+            params = namespace["params"]
+            expected = jax.numpy.linspace(1.0, 3.0, 100)
+            assert float(jax.numpy.max(jax.numpy.abs(params["a"] - expected))) < 1e-4
+
+
+def test_import_leaves_diffrax_and_optax_until_they_are_used():
+    """``import nlls`` (a curve fit's needs) does not load diffrax or optax; ``nlls.ode`` and
+    ``nlls.baselines`` load them on first use."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, nlls; print('diffrax' in sys.modules, 'optax' in sys.modules); "
+        "nlls.ode, nlls.baselines; print('diffrax' in sys.modules, 'optax' in sys.modules, "
+        "'ode' in dir(nlls))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert out[0] == "False False" and out[1] == "True True True"

@@ -202,3 +202,53 @@ def test_first_order_methods_train_the_same_residual(method):
     assert data["cost"][-1] < 0.1 * data["cost"][0]
     cost = 0.5 * float(jnp.sum((jax.vmap(result.model)(x) - y) ** 2))
     assert float(result.solution.cost) == pytest.approx(cost, rel=1e-10)
+
+
+def test_callbacks_see_the_model_early_stopping_metrics_and_checkpoint(tmp_path):
+    """``EarlyStopping(metric_of_model)`` and ``Metrics`` are given the model (as ``fit``
+    returns it), the History records their values, and the best model is restored."""
+    x = jnp.linspace(-1.0, 1.0, 40)[:, None]
+    y = jnp.sin(2.0 * x)
+    x_val = jnp.linspace(-0.95, 0.95, 15)[:, None]
+    y_val = jnp.sin(2.0 * x_val)
+    seen = []
+
+    def val_mse(model):
+        seen.append(type(model))
+        return _mse(model, x_val, y_val)
+
+    stop = nlls.EarlyStopping(val_mse, patience=3)
+    metrics = nlls.Metrics({"train_mse": lambda model: _mse(model, x, y)})
+    models = []
+    result = nlls.fit(
+        _mlp(), x, y, max_steps=60, callbacks=[stop, metrics, lambda info: models.append(info)]
+    )
+    assert set(seen) == {eqx.nn.MLP}
+    assert all(isinstance(info.model, eqx.nn.MLP) for info in models)
+    data = result.history.as_dict()
+    # The recorded values are those of the model at each row (an independent evaluation).
+    last = models[-1]
+    assert data["train_mse"][-1] == pytest.approx(_mse(last.model, x, y), rel=1e-12)
+    np.testing.assert_allclose(np.nanmin(data["early_stopping_metric"]), stop.best, rtol=1e-12)
+    # Whatever ended the fit, the model returned is the best one seen.
+    assert _mse(result.model, x_val, y_val) == pytest.approx(stop.best, rel=1e-10)
+    assert _mse(stop.best_model, x_val, y_val) == pytest.approx(stop.best, rel=1e-10)
+
+    # A plain model: the callbacks see (fn, params).
+    pairs = []
+    line = (lambda p, xi: p[0] * xi + p[1], jnp.zeros(2))
+    nlls.fit(line, x, 3.0 * x - 1.0, callbacks=[lambda info: pairs.append(info.model)])
+    fn, params = pairs[-1]
+    assert fn is line[0]
+    np.testing.assert_allclose(np.asarray(params), [3.0, -1.0], atol=1e-10)
+
+    # Checkpoint on a model: resume continues to the same model, bit for bit.
+    path = tmp_path / "fit.ckpt"
+    whole = nlls.fit(_mlp(), x, y, max_steps=30, callbacks=[nlls.Checkpoint(path, every=5)])
+    short = nlls.fit(_mlp(), x, y, max_steps=12, callbacks=[nlls.Checkpoint(path, every=5)])
+    again = nlls.fit(_mlp(), x, y, max_steps=30, resume=path)
+    assert int(short.solution.stats.steps) == 12
+    for left, right in zip(
+        jax.tree_util.tree_leaves(whole.model), jax.tree_util.tree_leaves(again.model), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(left), np.asarray(right))

@@ -270,6 +270,23 @@ def test_budget_counts_batches():
     assert stats(fit(epochs=3, max_steps=5)) == 5
     assert stats(fit(max_steps=13)) == 13
     assert fit(max_steps=13).solution.message.startswith("max_steps")
+    assert fit(max_steps=13).solution.status is nlls.Status.MAX_STEPS
+    # A budget in epochs ends with a status that says so, whether callbacks run or not.
+    assert fit(epochs=3).solution.status is nlls.Status.MAX_EPOCHS
+    assert fit(epochs=3, max_steps=48).solution.message.startswith("epochs")
+    assert fit(epochs=3, max_steps=5).solution.status is nlls.Status.MAX_STEPS
+    ended = []
+    watched = nlls.fit(
+        (_dot, jnp.zeros(3)),
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        callbacks=[type("End", (), {"__call__": lambda s, i: None, "on_end": ended.append})()],
+    )
+    assert watched.solution.status is nlls.Status.MAX_EPOCHS
+    assert ended[0].status is nlls.Status.MAX_EPOCHS
+    assert not bool(watched.solution.success)
 
 
 def test_callbacks_time_limit_and_early_stopping_run_through_the_driver():

@@ -29,7 +29,7 @@ from ..problem import FlatProblem
 from ..termination import Status, Tolerances, gradient_small
 from .base import Method, Point, StepReport, cost_of, simple_report
 
-KINDS = ("adam", "sgd", "lbfgs")
+KINDS = ("adam", "sgd", "lbfgs", "optax")
 
 
 class FirstOrderState(eqx.Module):
@@ -42,12 +42,18 @@ class FirstOrder(Method):
     """An optax optimiser on ``mean(r²)``.
 
     Args:
-        kind: ``"adam"``, ``"sgd"`` or ``"lbfgs"``.
-        learning_rate: the step size (Adam, SGD).
+        kind: ``"adam"``, ``"sgd"``, ``"lbfgs"``, or ``"optax"`` for the user's ``transformation``.
+        learning_rate: the step size (Adam, SGD): a number, or an optax schedule (a function of
+            the update count, static: a new schedule compiles anew).
         b1, b2, eps: Adam's moment decay rates and denominator offset.
         momentum: SGD's momentum decay, ``None`` for plain gradient descent.
         nesterov: SGD with Nesterov momentum.
         memory_size: the number of past updates L-BFGS keeps.
+        transformation: any ``optax.GradientTransformation`` (kind ``"optax"``), applied to the
+            gradient of ``mean(r²)`` as the others; its update is given ``value``, ``grad`` and
+            ``value_fn`` when it takes extra arguments (a line search). Static: the same object
+            reuses the compiled program. ``StepInfo.damping`` reports its ``learning_rate`` when
+            its state holds one (``optax.inject_hyperparams``), NaN otherwise.
 
     Numerical options given as JAX arrays are traced (``nlls.baselines`` does so), so a sweep over
     them compiles once.
@@ -61,6 +67,7 @@ class FirstOrder(Method):
     momentum: Any = None
     nesterov: bool = False
     memory_size: int = 10
+    transformation: Any = None
 
     needs: ClassVar[str] = "gradient"
     checkpointable: ClassVar[bool] = False
@@ -75,6 +82,8 @@ class FirstOrder(Method):
         return self.kind
 
     def optimiser(self) -> optax.GradientTransformationExtraArgs:
+        if self.kind == "optax":
+            return self.transformation
         if self.kind == "adam":
             return optax.adam(self.learning_rate, self.b1, self.b2, self.eps)
         if self.kind == "sgd":
@@ -92,8 +101,18 @@ class FirstOrder(Method):
         return state.damping
 
     def _damping(self, opt_state, dtype):
-        if self.kind == "lbfgs":
-            return jnp.asarray(optax.tree.get(opt_state, "learning_rate"), dtype)
+        return self.learning_rate_at(opt_state, dtype)
+
+    def learning_rate_at(self, opt_state, dtype) -> Float[Array, ""]:
+        """The learning rate of the next update: the number given, a schedule at the update
+        count, L-BFGS's last line-search step, or a transformation's ``learning_rate`` (NaN when
+        its state holds none)."""
+        if self.kind in ("lbfgs", "optax"):
+            rate = optax.tree.get(opt_state, "learning_rate", default=jnp.nan)
+            return jnp.asarray(rate, dtype)
+        if callable(self.learning_rate):
+            counts = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+            return jnp.asarray(self.learning_rate(counts[0][1]), dtype)
         return jnp.asarray(self.learning_rate, dtype)
 
     def step(self, problem: FlatProblem, path, state: FirstOrderState):
@@ -124,7 +143,14 @@ class FirstOrder(Method):
             trials = optax.tree.get(opt_state, "info").num_linesearch_steps
             evaluations = trials.astype(jnp.int32) + (~jnp.isfinite(stored)).astype(jnp.int32)
         else:
-            updates, opt_state = optimiser.update(loss_grad, state.opt_state, point.params)
+            extra = {}
+            if isinstance(optimiser, optax.GradientTransformationExtraArgs):
+
+                def loss_fn(params):
+                    return jnp.mean(problem(params) ** 2)
+
+                extra = dict(value=loss, grad=loss_grad, value_fn=loss_fn)
+            updates, opt_state = optimiser.update(loss_grad, state.opt_state, point.params, **extra)
             trial, _ = gradient_point(problem, optax.apply_updates(point.params, updates))
             evaluations = jnp.asarray(1, jnp.int32)
         new = FirstOrderState(trial, opt_state, self._damping(opt_state, point.cost.dtype))

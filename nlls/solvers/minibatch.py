@@ -299,7 +299,7 @@ class MinibatchFirstOrder(_Minibatch):
 
     def init(self, problem: FlatProblem, path, params) -> MinibatchState:
         opt_state = strong(self.optimiser.optimiser().init(params))
-        rate = self.optimiser.learning_rate
+        rate = self.optimiser.learning_rate_at(opt_state, params.dtype)
         return self.start_state(problem, params, lambda grad: rate, 1.0, opt_state)
 
     def step(self, problem: FlatProblem, path, state: MinibatchState):
@@ -317,7 +317,8 @@ class MinibatchFirstOrder(_Minibatch):
         point = Point(
             jnp.where(finite, params + updates, params), None, state.point.cost, None, scale * grad
         )
-        new = self._after(state, point, batches, cost, opt_state=opt_state)
+        rate = self.optimiser.learning_rate_at(opt_state, cost.dtype)
+        new = self._after(state, point, batches, cost, opt_state=opt_state, damping=rate)
         norm, zero = jnp.linalg.norm(updates), jnp.zeros_like(cost)
         return new, simple_report(finite, cost, zero, zero, norm, 1, 1, finite)
 
