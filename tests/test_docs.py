@@ -152,6 +152,7 @@ def test_readme_callbacks_example_runs(tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.asarray(left), np.asarray(right))
 
 
+@pytest.mark.slow  # `make demo` and `make test-all` run it
 def test_demo_trains_the_neural_ode_with_lm(capsys, tmp_path):
     """``python -m nlls demo --method lm``: LM fits the Lotka–Volterra UDE to the noise level
     (noise standard deviation 5e-3 × the state means, MSE about 4e-5) and draws its figure."""

@@ -187,6 +187,7 @@ def test_physics_plus_mlp_field_decreases_cost_float32(short):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_first_order_method_runs_in_reverse_mode(short):
     pytest.importorskip("nlls.baselines")
     ts, ys = short
