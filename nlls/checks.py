@@ -83,7 +83,14 @@ def params_dtype(params0) -> np.dtype:
         raise ValueError(
             f"params0 mixes dtypes ({describe_leaves(params0)}); use one floating dtype for all"
         )
-    return dtypes.pop()
+    dtype = dtypes.pop()
+    if jnp.finfo(dtype).bits < 32:
+        raise ValueError(
+            f"params0 is {np.dtype(dtype).name}: nlls solves in float32 or float64 (half precision "
+            "has 3 significant digits, too few for the linear algebra of a step, and LAPACK has no "
+            "half-precision factorisations); convert with .astype(jnp.float32)"
+        )
+    return dtype
 
 
 def residual_size(residual, params0, args, dtype, call: str = "residual(params0, *args)") -> int:
@@ -146,8 +153,13 @@ def callbacks(given, callback_every, max_time) -> tuple:
         isinstance(callback_every, int | np.integer) and callback_every >= 1
     ):
         raise ValueError(f"callback_every must be a positive int, got {callback_every!r}")
-    if max_time is not None and not (isinstance(max_time, int | float) and max_time >= 0):
-        raise ValueError(f"max_time must be a non-negative number of seconds, got {max_time!r}")
+    if max_time is not None and (
+        isinstance(max_time, bool)
+        or not (isinstance(max_time, int | float | np.integer | np.floating) and max_time >= 0)
+    ):
+        raise ValueError(
+            f"max_time must be a non-negative number of seconds (None: no limit), got {max_time!r}"
+        )
     return given
 
 
@@ -169,8 +181,8 @@ def positive_int(name: str, value) -> int:
 def byte_budget(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise TypeError(f"max_jacobian_bytes must be a number of bytes, got {value!r}")
-    if not value > 0:
-        raise ValueError(f"max_jacobian_bytes must be positive, got {value!r}")
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"max_jacobian_bytes must be positive and finite, got {value!r}")
     return int(value)
 
 
@@ -225,10 +237,24 @@ def non_negative(name: str, value) -> float:
 
 def decay(name: str, value) -> float:
     """A decay rate in ``[0, 1)``."""
+    return fraction(name, value)
+
+
+def fraction(name: str, value) -> float:
+    """A number in ``[0, 1)`` (a decay rate, an acceptance threshold)."""
     result = number(name, value)
     if not 0 <= result < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return result
+
+
+def bounded_int(name: str, value, low: int, high: int) -> int:
+    """An int (not a bool) in ``[low, high]``."""
+    if isinstance(value, bool) or not (
+        isinstance(value, int | np.integer) and low <= value <= high
+    ):
+        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+    return int(value)
 
 
 def flag(name: str, value) -> bool:

@@ -54,18 +54,22 @@ def trust_radius_update(
     radius: Float[Array, ""],
     ratio: Float[Array, ""],
     step_norm: Float[Array, ""],
+    accepted: Bool[Array, ""],
 ) -> Float[Array, ""]:
     """The classical rule (Nocedal & Wright, Alg. 4.1; Moré 1978).
 
-    ``ρ < 1/4``: ``Δ ← ‖Dδ‖/4`` (shrink to a quarter of the step just tried);
+    ``ρ < 1/4`` or the step rejected: ``Δ ← ‖Dδ‖/4`` (shrink to a quarter of the step just tried);
     ``ρ > 3/4`` and the step reached the boundary (``‖Dδ‖ ≥ 0.99 Δ``): ``Δ ← 2Δ``;
-    otherwise unchanged.
+    otherwise unchanged. A rejected trial always shrinks the region, whatever ``accept_threshold``
+    is: with ``η ≥ 1/4`` a trial with ``1/4 ≤ ρ ≤ η`` would otherwise be tried again unchanged, forever.
     """
     shrunk = 0.25 * step_norm
     grown = 2.0 * radius
     at_boundary = step_norm >= 0.99 * radius
     new_radius = jnp.where(
-        ratio < 0.25, shrunk, jnp.where((ratio > 0.75) & at_boundary, grown, radius)
+        (ratio < 0.25) | ~accepted,
+        shrunk,
+        jnp.where((ratio > 0.75) & at_boundary, grown, radius),
     )
     tiny = jnp.finfo(radius.dtype).tiny
     return jnp.clip(new_radius, tiny, 1.0 / tiny).astype(radius.dtype)
@@ -161,10 +165,11 @@ def more_radius_update(
     actual_reduction: Float[Array, ""],
     predicted_reduction: Float[Array, ""],
     cost: Float[Array, ""],
+    accepted: Bool[Array, ""],
 ) -> Float[Array, ""]:
     """Moré's radius update for trust-region LM (Moré 1978, MINPACK ``lmder``).
 
-    ``ρ < 1/4``: ``Δ ← μ · min(Δ, 10‖Dδ‖)`` with ``μ = ½·d/(d + ½a)`` clipped to [0.1, ½], where
+    ``ρ < 1/4`` or the step rejected (see ``trust_radius_update``): ``Δ ← μ · min(Δ, 10‖Dδ‖)`` with ``μ = ½·d/(d + ½a)`` clipped to [0.1, ½], where
     ``d = −2 pred`` is the model's directional derivative of ``‖r‖²`` and ``a`` the actual reduction of
     ``‖r‖²`` — the minimiser of the quadratic through those values; ``μ = 0.1`` when the trial cost is
     over 100 times the current one. ``ρ ≥ 3/4`` or ``λ = 0``: ``Δ ← 2‖Dδ‖``. Otherwise unchanged.
@@ -179,7 +184,9 @@ def more_radius_update(
     shrunk = factor * jnp.minimum(radius, 10.0 * scaled_step_norm)
     grown = 2.0 * scaled_step_norm
     new_radius = jnp.where(
-        ratio < 0.25, shrunk, jnp.where((ratio >= 0.75) | (damping == 0), grown, radius)
+        (ratio < 0.25) | ~accepted,
+        shrunk,
+        jnp.where((ratio >= 0.75) | (damping == 0), grown, radius),
     )
     tiny = jnp.finfo(radius.dtype).tiny
     return jnp.clip(new_radius, tiny, 1.0 / tiny).astype(radius.dtype)

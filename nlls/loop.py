@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from .checks import INT32_MAX
 from .problem import FlatProblem
 from .termination import Status, Tolerances
 
@@ -65,15 +66,22 @@ def run(
     pause_at=None,
 ) -> LoopState:
     """Step until the method's ``verdict`` ends the run, the budget is spent (``max_steps`` accepted
-    steps, or iterations for a method whose ``budget`` counts them), or the iteration count (trial
+    steps, or iterations for a method whose ``budget`` counts them; for the others also
+    ``10·max_steps + 100`` iterations, accepted or rejected), or the iteration count (trial
     steps, accepted or not) reaches ``pause_at``; then the status stays ``RUNNING`` and ``run`` can
     be called again. Pausing never changes the iterates: the loop body is the same."""
 
     def spent(s: LoopState):
         return (s.iterations if method.budget == "iterations" else s.steps) >= max_steps
 
+    # Rejected trials are bounded too (``Status.MAX_ITERATIONS``), without overflowing int32.
+    max_iterations = jnp.minimum(max_steps, (INT32_MAX - 100) // 10) * 10 + 100
+
+    def rejecting(s: LoopState):
+        return (method.budget != "iterations") & (s.iterations >= max_iterations)
+
     def keep_going(s: LoopState):
-        going = (s.status == Status.RUNNING) & ~spent(s)
+        going = (s.status == Status.RUNNING) & ~spent(s) & ~rejecting(s)
         return going if pause_at is None else going & (s.iterations < pause_at)
 
     def body(s: LoopState) -> LoopState:
@@ -93,9 +101,10 @@ def run(
 
     state = jax.lax.while_loop(keep_going, body, state)
     # The one place the budget sets the status: keep_going stops the loop when it is spent.
-    exhausted = (state.status == Status.RUNNING) & spent(state)
-    return eqx.tree_at(
-        lambda s: s.status,
-        state,
-        jnp.where(exhausted, Status.MAX_STEPS, state.status).astype(jnp.int32),
+    running = state.status == Status.RUNNING
+    status = jnp.where(
+        running & spent(state),
+        Status.MAX_STEPS,
+        jnp.where(running & rejecting(state), Status.MAX_ITERATIONS, state.status),
     )
+    return eqx.tree_at(lambda s: s.status, state, status.astype(jnp.int32))

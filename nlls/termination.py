@@ -23,6 +23,9 @@ Definitions (checked after every trial step, in this order; the first that holds
   reached the noise floor ``floor`` (1000·eps²·cost: the step changes the residual by a few ten
   ``eps·‖r‖``, below what an evaluation resolves).
 * ``max_steps``: that many accepted steps were taken.
+* ``MAX_ITERATIONS``: ``10·max_steps + 100`` trial steps, accepted or rejected, were taken (the
+  loop's bound on rejections: every method shrinks its step after a rejection, so this is a
+  safeguard, not a test a sound solve meets). Not a success.
 * ``epochs`` (``MAX_EPOCHS``): minibatch training (``fit(..., batch_size=B)``) made that many passes
   over the data; it has no other test.
 
@@ -58,6 +61,7 @@ class Status(enum.IntEnum):
     INTERRUPTED = 10
     PRECISION = 11
     MAX_EPOCHS = 12
+    MAX_ITERATIONS = 13
 
     def __str__(self) -> str:
         """``print(sol.status)`` names it (``GTOL``), as ``repr`` does (``<Status.GTOL: 1>``)."""
@@ -87,6 +91,10 @@ _MESSAGES = {
     Status.FTOL: "ftol: the relative reduction of the cost fell below ftol",
     Status.XTOL: "xtol: the relative step size fell below xtol",
     Status.MAX_STEPS: "max_steps: the step limit was reached before a tolerance was met",
+    Status.MAX_ITERATIONS: (
+        "iterations: 10·max_steps + 100 trial steps (accepted or rejected) were taken before a "
+        "tolerance was met; the method kept rejecting its trials"
+    ),
     Status.MAX_EPOCHS: (
         "epochs: the epoch limit was reached (minibatch training has no convergence test; it "
         "ends on its budget)"

@@ -43,51 +43,48 @@ def test_nielsen_update_on_rejection_and_its_bounds():
     assert np.isfinite(float(damping)) and np.isfinite(float(growth))
 
 
+YES, NO = jnp.asarray(True), jnp.asarray(False)
+
+
 def test_trust_radius_update():
-    assert float(trust_radius_update(f64(4.0), f64(0.1), f64(2.0))) == 0.5
-    assert float(trust_radius_update(f64(4.0), f64(0.9), f64(4.0))) == 8.0
-    assert float(trust_radius_update(f64(4.0), f64(0.9), f64(1.0))) == 4.0  # inside: keep
-    assert float(trust_radius_update(f64(4.0), f64(0.5), f64(4.0))) == 4.0
+    assert float(trust_radius_update(f64(4.0), f64(0.1), f64(2.0), YES)) == 0.5
+    assert float(trust_radius_update(f64(4.0), f64(0.9), f64(4.0), YES)) == 8.0
+    assert float(trust_radius_update(f64(4.0), f64(0.9), f64(1.0), YES)) == 4.0  # inside: keep
+    assert float(trust_radius_update(f64(4.0), f64(0.5), f64(4.0), YES)) == 4.0
+    # Rejected (accept_threshold above ρ): shrink whatever ρ is, or the same trial repeats forever.
+    assert float(trust_radius_update(f64(4.0), f64(0.5), f64(4.0), NO)) == 1.0
+
+
+def _more(radius, ratio, step, damping, actual, predicted, cost, accepted=YES):
+    return float(
+        more_radius_update(
+            f64(radius),
+            f64(ratio),
+            f64(step),
+            f64(damping),
+            f64(actual),
+            f64(predicted),
+            f64(cost),
+            accepted,
+        )
+    )
 
 
 def test_more_radius_update():
     # ρ < 1/4 with a cost decrease: halve min(Δ, 10‖Dδ‖).
-    assert (
-        float(
-            more_radius_update(
-                f64(4.0), f64(0.1), f64(1.0), f64(1.0), f64(0.1), f64(1.0), f64(10.0)
-            )
-        )
-        == 2.0
-    )
+    assert _more(4.0, 0.1, 1.0, 1.0, 0.1, 1.0, 10.0) == 2.0
     # ρ < 1/4 with an increase: μ = ½d/(d + ½a), d = −2·pred, a = 2·actual; here μ = 0.4.
     mu = 0.5 * (-2.0) / (-2.0 + 0.5 * (-1.0))
-    assert float(
-        more_radius_update(f64(4.0), f64(-0.5), f64(1.0), f64(1.0), f64(-0.5), f64(1.0), f64(10.0))
-    ) == pytest.approx(mu * 4.0)
+    assert _more(4.0, -0.5, 1.0, 1.0, -0.5, 1.0, 10.0, NO) == pytest.approx(mu * 4.0)
     # A trial cost over 100 times the current one, or a non-finite one: μ = 0.1.
-    assert float(
-        more_radius_update(
-            f64(4.0), f64(-jnp.inf), f64(1.0), f64(1.0), f64(-jnp.inf), f64(1.0), f64(10.0)
-        )
-    ) == pytest.approx(0.4)
+    assert _more(4.0, -jnp.inf, 1.0, 1.0, -jnp.inf, 1.0, 10.0, NO) == pytest.approx(0.4)
     # ρ ≥ 3/4, or λ = 0: Δ = 2‖Dδ‖.
-    assert (
-        float(
-            more_radius_update(
-                f64(4.0), f64(0.8), f64(3.0), f64(1.0), f64(1.0), f64(1.0), f64(10.0)
-            )
-        )
-        == 6.0
-    )
-    assert (
-        float(
-            more_radius_update(
-                f64(4.0), f64(0.5), f64(1.0), f64(0.0), f64(1.0), f64(1.0), f64(10.0)
-            )
-        )
-        == 2.0
-    )
+    assert _more(4.0, 0.8, 3.0, 1.0, 1.0, 1.0, 10.0) == 6.0
+    assert _more(4.0, 0.5, 1.0, 0.0, 1.0, 1.0, 10.0) == 2.0
+    # Rejected with ρ ≥ 1/4 (accept_threshold above it): shrink as for ρ < 1/4, never keep Δ.
+    # (kept would be 4, grown 2‖Dδ‖ = 6; shrunk is ½·min(Δ, 10‖Dδ‖) = 2)
+    assert _more(4.0, 0.5, 3.0, 1.0, 0.5, 1.0, 10.0, NO) == 2.0
+    assert _more(4.0, 0.5, 3.0, 0.0, 0.5, 1.0, 10.0, NO) == 2.0
 
 
 def test_armijo_needs_a_strict_finite_decrease():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from .. import checks
 from ..damping import trust_radius_update
 from ..problem import FlatProblem
 from .base import (
@@ -61,8 +62,8 @@ class Dogleg(RadiusMethod):
     accept_threshold: float = 1e-4
 
     def __check_init__(self):
-        if not self.initial_radius > 0:
-            raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
+        checks.positive("initial_radius", self.initial_radius)
+        checks.fraction("accept_threshold", self.accept_threshold)
 
     def step(
         self, problem: FlatProblem, path, state: RadiusState
@@ -95,5 +96,7 @@ class Dogleg(RadiusMethod):
             predicted,
             self.accept_threshold,
         )
-        radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
+        radius = trust_radius_update(
+            state.radius, ratio, jnp.linalg.norm(scaled_step), report.accepted
+        )
         return RadiusState(point, scale, radius, factor), report

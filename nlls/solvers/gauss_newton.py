@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .. import checks
 from ..damping import armijo_holds
 from ..linear import factorize
 from ..problem import FlatProblem
@@ -73,6 +74,8 @@ class GaussNewton(Method):
             raise ValueError(f"backtrack_factor must be in (0, 1), got {self.backtrack_factor}")
         if not 0 < self.armijo_constant < 1:
             raise ValueError(f"armijo_constant must be in (0, 1), got {self.armijo_constant}")
+        # α = backtrack_factorᵏ: past a few thousand halvings it is zero in any precision.
+        checks.bounded_int("max_backtracks", self.max_backtracks, 0, 10_000)
 
     def init(self, problem: FlatProblem, path, params) -> GNState:
         point, jac, _ = start_point(problem, params)

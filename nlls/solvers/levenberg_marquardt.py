@@ -53,6 +53,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .. import bounds as box
+from .. import checks
 from ..damping import damping_for_radius, more_radius_update, nielsen_update
 from ..linear import factorize
 from ..problem import FlatProblem
@@ -112,12 +113,11 @@ class LevenbergMarquardt(Method):
     def __check_init__(self):
         if self.damping not in DAMPING_RULES:
             raise ValueError(f"damping must be one of {DAMPING_RULES}, got {self.damping!r}")
-        if not self.initial_damping > 0:
-            raise ValueError(f"initial_damping must be positive, got {self.initial_damping}")
-        if not self.initial_radius > 0:
-            raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
-        if not 0 <= self.accept_threshold < 1:
-            raise ValueError(f"accept_threshold must be in [0, 1), got {self.accept_threshold}")
+        checks.positive("initial_damping", self.initial_damping)
+        checks.positive("initial_radius", self.initial_radius)
+        checks.positive("geodesic_ratio", self.geodesic_ratio)
+        checks.flag("geodesic", self.geodesic)
+        checks.fraction("accept_threshold", self.accept_threshold)
 
     def bounds_refused(self) -> str | None:
         if self.geodesic:
@@ -218,6 +218,7 @@ class LevenbergMarquardt(Method):
                 report.actual_reduction,
                 predicted,
                 point.cost,
+                report.accepted,
             )
             new_damping, growth = damping, state.damping_growth
         else:

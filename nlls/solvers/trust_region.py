@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
+from .. import checks
 from ..damping import trust_radius_update
 from ..krylov import steihaug
 from ..linear import Krylov, scaled_operator
@@ -69,10 +70,8 @@ class TrustRegion(RadiusMethod):
                 f"subproblem must be one of {SUBPROBLEMS} (nlls.Dogleg solves the dogleg "
                 f"subproblem), got {self.subproblem!r}"
             )
-        if not self.initial_radius > 0:
-            raise ValueError(f"initial_radius must be positive, got {self.initial_radius}")
-        if not 0 <= self.accept_threshold < 1:
-            raise ValueError(f"accept_threshold must be in [0, 1), got {self.accept_threshold}")
+        checks.positive("initial_radius", self.initial_radius)
+        checks.fraction("accept_threshold", self.accept_threshold)
         if self.max_cg_steps is not None and not (
             isinstance(self.max_cg_steps, int) and self.max_cg_steps >= 1
         ):
@@ -112,5 +111,7 @@ class TrustRegion(RadiusMethod):
             predicted,
             self.accept_threshold,
         )
-        radius = trust_radius_update(state.radius, ratio, jnp.linalg.norm(scaled_step))
+        radius = trust_radius_update(
+            state.radius, ratio, jnp.linalg.norm(scaled_step), report.accepted
+        )
         return RadiusState(point, scale, radius), report

@@ -1,0 +1,156 @@
+"""Every loop ends: rejected trials shrink the step whatever the acceptance threshold, and the loop
+bounds accepted plus rejected trials (``Status.MAX_ITERATIONS``)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nlls
+from nlls import loop
+from nlls.problem import FlatProblem
+from nlls.solvers.base import simple_report
+from nlls.termination import Status, Tolerances
+
+jax.config.update("jax_enable_x64", True)
+
+
+def rosenbrock(p):
+    return jnp.array([10.0 * (p[1] - p[0] ** 2), 1.0 - p[0]])
+
+
+X = jnp.linspace(0.0, 4.0, 30)
+Y = 2.0 * jnp.exp(-1.3 * X) + 0.5
+
+
+def decay(p):
+    return p[0] * jnp.exp(-p[1] * X) + p[2] - Y
+
+
+# Each of these looped forever: a rejected trial with 1/4 ≤ ρ ≤ η left the radius as it was, so
+# the same trial was tried again, and max_steps counts accepted steps only.
+@pytest.mark.parametrize(
+    "method, residual, start, solution",
+    [
+        (nlls.TrustRegion(accept_threshold=0.5), rosenbrock, [-1.2, 1.0], [1.0, 1.0]),
+        (nlls.Dogleg(accept_threshold=0.5), rosenbrock, [-1.2, 1.0], [1.0, 1.0]),
+        (nlls.TrustRegion(accept_threshold=0.99), decay, [1.0, 1.0, 0.0], [2.0, 1.3, 0.5]),
+        (nlls.Dogleg(accept_threshold=0.99), decay, [1.0, 1.0, 0.0], [2.0, 1.3, 0.5]),
+        (
+            nlls.LevenbergMarquardt(damping="trust_region", accept_threshold=0.99),
+            decay,
+            [1.0, 1.0, 0.0],
+            [2.0, 1.3, 0.5],
+        ),
+        (
+            nlls.TrustRegion(subproblem="steihaug", accept_threshold=0.9),
+            rosenbrock,
+            [-1.2, 1.0],
+            [1.0, 1.0],
+        ),
+    ],
+)
+def test_a_high_acceptance_threshold_still_converges(method, residual, start, solution):
+    sol = nlls.least_squares(residual, jnp.asarray(start), method=method)
+    assert sol.success, sol.message
+    np.testing.assert_allclose(sol.params, solution, rtol=1e-7)
+    # One trial per iteration for these methods: well inside the loop's bound on rejections.
+    assert int(sol.stats.rejected) <= 9 * int(sol.stats.steps) + 100
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: nlls.Dogleg(accept_threshold=-1.0), r"accept_threshold must be in \[0, 1\)"),
+        (lambda: nlls.Dogleg(accept_threshold=2.0), r"accept_threshold must be in \[0, 1\)"),
+        (lambda: nlls.Dogleg(accept_threshold=float("nan")), "accept_threshold must be finite"),
+        (lambda: nlls.Dogleg(accept_threshold=True), "accept_threshold must be a number"),
+        (lambda: nlls.TrustRegion(initial_radius=float("inf")), "initial_radius must be finite"),
+        (lambda: nlls.Dogleg(initial_radius=0.0), "initial_radius must be positive"),
+        (lambda: nlls.LevenbergMarquardt(initial_damping=float("inf")), "initial_damping must be"),
+        (lambda: nlls.LevenbergMarquardt(geodesic_ratio=-1.0), "geodesic_ratio must be positive"),
+        (lambda: nlls.LevenbergMarquardt(geodesic="yes"), "geodesic must be True or False"),
+        (
+            lambda: nlls.GaussNewton(max_backtracks=-1),
+            r"max_backtracks must be an int in \[0, 10000\]",
+        ),
+        (lambda: nlls.GaussNewton(max_backtracks=2.5), "max_backtracks must be an int"),
+        (lambda: nlls.GaussNewton(max_backtracks=10**9), "max_backtracks must be an int"),
+    ],
+)
+def test_method_options_that_could_stall_or_mislead_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_time": True}, "max_time must be a non-negative number of seconds"),
+        ({"max_time": float("nan")}, "max_time must be a non-negative number of seconds"),
+        ({"max_jacobian_bytes": float("inf")}, "max_jacobian_bytes must be positive and finite"),
+    ],
+)
+def test_solve_options_are_refused_with_their_name(options, message):
+    with pytest.raises(ValueError, match=message):
+        nlls.least_squares(decay, jnp.asarray([1.0, 1.0, 0.0]), **options)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_parameters_are_refused_with_the_reason(dtype):
+    with pytest.raises(ValueError, match="nlls solves in float32 or float64"):
+        nlls.least_squares(
+            lambda p: decay(p.astype(jnp.float32)).astype(p.dtype),
+            jnp.asarray([1.0, 1.0, 0.0], dtype),
+        )
+
+
+class _NeverAccepts(eqx.Module):
+    """A method whose every trial is rejected and whose verdict never ends the run: only the
+    loop's bound on iterations can stop it."""
+
+    budget = "steps"
+
+    def step(self, problem, path, state):
+        del problem, path
+        false = jnp.asarray(False)
+        zero = jnp.zeros(())
+        return state, simple_report(false, zero, zero, zero, zero, 1, 0, jnp.asarray(True))
+
+    def verdict(self, tol, report, before, after, problem):
+        del tol, report, before, after, problem
+        return jnp.asarray(Status.RUNNING, jnp.int32)
+
+
+class _State(eqx.Module):
+    point: jax.Array
+
+
+@pytest.mark.parametrize("max_steps", [0, 1, 7, 2**31 - 1])
+def test_the_loop_bounds_rejected_trials(max_steps):
+    problem = FlatProblem(lambda p: p, (), lambda p: p, "fwd")
+    zero = jnp.asarray(0, jnp.int32)
+    state = loop.LoopState(
+        method_state=_State(jnp.zeros(1)),
+        iterations=zero,
+        steps=zero,
+        nfev=zero,
+        njev=zero,
+        rejected=zero,
+        status=jnp.asarray(Status.RUNNING, jnp.int32),
+        step_norm=jnp.zeros(()),
+        accepted=jnp.asarray(False),
+    )
+    if max_steps > 1000:  # the bound for a huge budget, without running 2·10⁹ iterations
+        state = eqx.tree_at(lambda s: s.iterations, state, jnp.asarray(2**31 - 10, jnp.int32))
+    tol = Tolerances(ftol=1e-8, xtol=1e-8, gtol=1e-8)
+    ended = loop.run(_NeverAccepts(), problem, None, tol, state, np.int32(max_steps))
+    if max_steps == 0:
+        assert int(ended.status) == Status.MAX_STEPS  # the budget is spent before any trial
+        return
+    assert int(ended.status) == Status.MAX_ITERATIONS
+    expected = min(max_steps, (2**31 - 1 - 100) // 10) * 10 + 100
+    assert int(ended.iterations) == max(expected, int(state.iterations))
+    assert int(ended.rejected) == int(ended.iterations) - int(state.iterations)
+    assert not Status(int(ended.status)).converged
