@@ -7,7 +7,10 @@ reaches the engine through ``solve``: it names the residual, the start, the argu
 (``nlls.driver``) when there are callbacks, a time limit or a checkpoint to resume.
 
 A plan is cached by its key: the residual function, the ``Setup``, and the tree structure, shapes
-and dtypes of ``params0``, of the array arguments and of the data (other arguments by value). Array
+and dtypes of ``params0``, of the array arguments and of the data (other arguments by value).
+Python functions, the residual and those among the arguments (``curve_fit``'s model), are keyed by
+what they compute (``nlls.fingerprint``): a notebook cell run again, or a ``lambda`` written anew
+with the same code, closure values and globals, finds the plan compiled before. Array
 arguments, data, a minibatch run's random key and the options of the method that are JAX arrays
 (the learning rate of Adam, say) travel as traced inputs (``Inputs``), so new values do not
 compile anew.
@@ -29,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 from . import checks, implicit, loop, uncertainty
 from .bounds import active, flat_bounds
 from .driver import Run, pack_snapshot, refuse_traced, run_plan
+from .fingerprint import keyed, unkeyed
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
 from .losses import LINEAR, Loss
@@ -130,12 +134,12 @@ def solve(
     dynamic, static, treedef = split_args(args)
     method_arrays, static_setup = _split_setup(setup)
     plan_key = PlanKey(
-        residual,
+        keyed(residual),
         static_setup,
         signature(params0),
         signature(dynamic),
         treedef,
-        static,
+        tuple(keyed(leaf) for leaf in static),
         None if data is None else signature(data),
         bounds is not None,
     )
@@ -178,8 +182,8 @@ def _device_tolerances(tolerances: Tolerances, dtype: np.dtype) -> Tolerances:
 @functools.lru_cache(maxsize=128)
 def _cached_plan(key: PlanKey) -> Plan:
     """Plans by call signature. The cache keeps the residual functions it has seen alive (at most
-    128 of them); a residual defined anew for every call (a lambda in a loop) misses it and is
-    validated and compiled every time."""
+    128 of them); a residual defined anew with the same code, closure values and globals finds its
+    plan (``nlls.fingerprint``), one that closes over new arrays is compiled anew."""
     return Plan(key)
 
 
@@ -195,7 +199,8 @@ class Plan:
 
     def __init__(self, key: PlanKey):
         self.key = key
-        self.residual = key.residual
+        self.residual = unkeyed(key.residual)
+        self.static_args = tuple(unkeyed(leaf) for leaf in key.static_args)
         self.setup = key.setup
         self.dtype = None
         self.checked: dict = {}
@@ -269,7 +274,7 @@ class Plan:
         self.dtype = dtype
 
     def assemble(self, dynamic) -> tuple:
-        return assemble_args(self.key.args_treedef, self.key.static_args, dynamic)
+        return assemble_args(self.key.args_treedef, self.static_args, dynamic)
 
     def _setup(self, params0, inputs: Inputs):
         """The problem on flat parameters, the method with its traced options, and the unraveller."""
