@@ -10,6 +10,7 @@ import importlib
 
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
 from .checkpoint import CheckpointError
+from .compilation import enable_compilation_cache, enable_from_environment
 from .curve_fitting import curve_fit
 from .fitting import FitResult, fit
 from .linear import Krylov
@@ -44,6 +45,7 @@ __all__ = [
     "correlation",
     "covariance",
     "curve_fit",
+    "enable_compilation_cache",
     "fit",
     "fit_report",
     "least_squares",
@@ -51,6 +53,8 @@ __all__ = [
     "standard_errors",
 ]
 __version__ = "0.1.0"
+
+enable_from_environment()  # opt-in only: NLLS_COMPILATION_CACHE (nlls.compilation)
 
 # nlls.ode (diffrax) and nlls.baselines (optax) load on first use: a curve fit needs neither, and
 # they are most of the import time beyond JAX and equinox.

@@ -14,6 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .losses import LINEAR, LOSS_NAMES, Loss
 from .problem import describe_leaves
@@ -132,6 +133,44 @@ def user_jacobian_shape(jac, params0, args, m: int, n: int, call: str = "jac(par
         raise ValueError(
             f"{call} must return the (m, n) = ({m}, {n}) Jacobian of the flattened "
             f"residual with respect to the flattened parameters, got shape {got}"
+        )
+
+
+def user_jacobian_values(residual, jac, params0, args) -> None:
+    """Compare a user's Jacobian, once, with the residual's own derivative: ``J v`` against the
+    Jacobian–vector product of the residual at ``params0`` along a random direction ``v``.
+
+    A wrong sign, a wrong scale, swapped columns or a constant matrix all differ there by far more
+    than rounding; a mismatch above ``eps^(1/3) · ‖J‖_F ‖v‖`` is a ``ValueError``. Skipped when the
+    values are traced (a solve inside ``jit``), when JAX cannot differentiate the residual, or when
+    either side is not finite (the solve reports a non-finite start itself)."""
+    if any(
+        isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((params0, args))
+    ):
+        return
+    flat, unravel = ravel_pytree(params0)
+
+    def flat_residual(p):
+        return ravel_pytree(residual(unravel(p), *args))[0]
+
+    direction = jax.random.normal(jax.random.key(0), flat.shape, flat.dtype)
+    try:
+        _, expected = jax.jvp(flat_residual, (flat,), (direction,))
+    except Exception:  # noqa: BLE001 (not differentiable by JAX: a callback, a custom primitive)
+        return
+    matrix = jnp.asarray(jac(params0, *args))
+    given = matrix @ direction
+    scale = float(jnp.linalg.norm(matrix) * jnp.linalg.norm(direction))
+    error = float(jnp.linalg.norm(given - expected))
+    if not (np.isfinite(error) and np.isfinite(scale)):
+        return
+    tolerance = float(jnp.finfo(flat.dtype).eps) ** (1 / 3)
+    if error > tolerance * max(scale, float(jnp.linalg.norm(expected))):
+        raise ValueError(
+            "jac(params, *args) does not match the derivative of the residual at params0: along "
+            f"a random direction v, ‖J v − (∂r/∂θ) v‖ = {error:.3g} against ‖J‖‖v‖ = {scale:.3g}. "
+            "Check signs, scale and column order (columns follow the flattened parameters, "
+            "jax.flatten_util.ravel_pytree(params0)); pass check_jac=False to skip this check"
         )
 
 

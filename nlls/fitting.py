@@ -475,6 +475,10 @@ def _per_sample_jacobian_fwd(params, frozen, x, y, weights):
     return _jacobian_per_sample(jax.jacfwd, params, frozen, x, y, weights)
 
 
+# Exact by construction (AD of the same residual): least_squares need not check them (``jac``).
+_per_sample_jacobian_rev.exact = _per_sample_jacobian_fwd.exact = True
+
+
 def _per_sample_jacobian(outputs: int, params0):
     """Reverse mode per sample when a sample has fewer outputs than there are parameters
     (``k < n``: k VJPs per sample), forward mode otherwise (n JVPs per sample)."""

@@ -61,6 +61,8 @@ class Setup:
             (σ² = 1) or ``None`` for none.
         loss: the cost ``½ Σ C²ρ((rᵢ/C)²)`` (``nlls.losses``; ``checks.loss`` builds it); the
             linear loss, ``½‖r‖²``, by default.
+        check_jac: whether ``Plan.check`` compares a ``jac`` function with the residual's
+            derivative (``checks.user_jacobian_values``; skipped for a function marked ``exact``).
     """
 
     method: Method
@@ -70,6 +72,7 @@ class Setup:
     batch_size: int | None = None
     covariance: str | None = None
     loss: Loss = LINEAR
+    check_jac: bool = True
 
     def __post_init__(self):
         if not (isinstance(self.linear, Krylov) or self.linear in LINEAR_PATHS):
@@ -254,6 +257,8 @@ class Plan:
             path, chunk, jac_mode = "none", None, "rev"
         elif callable(setup.jac):
             checks.user_jacobian_shape(setup.jac, params0, call_args, rows, n, f"jac{where}")
+            if setup.check_jac and data is None and not getattr(setup.jac, "exact", False):
+                checks.user_jacobian_values(self.residual, setup.jac, params0, args)
             jac_mode = "user"
         else:
             jac_mode = choose_mode(setup.jac, rows, n)

@@ -48,6 +48,7 @@ def least_squares(
     bounds: tuple | None = None,
     loss: str | Callable[[Any], Any] = "linear",
     f_scale: float = 1.0,
+    check_jac: bool = True,
 ) -> Solution:
     """Minimise ``½‖residual(params, *args)‖²`` over ``params``, or a robust cost ``½ Σ C²ρ((rᵢ/C)²)``.
 
@@ -62,7 +63,9 @@ def least_squares(
             ``"dogleg"``, ``"trust_region"`` (Steihaug–Toint CG), or a configured solver object such as ``nlls.LevenbergMarquardt(geodesic=True)``.
         jac: ``"auto"`` (forward mode when ``n ≤ m``, reverse mode otherwise), ``"fwd"``, ``"rev"``, or
             a function ``jac(params, *args)`` returning the ``(m, n)`` Jacobian of the flattened residual
-            with respect to the flattened parameters.
+            with respect to the flattened parameters. Such a function is checked once (on the
+            first call of its compiled plan) against the residual's own derivative along a random
+            direction; a mismatch is a ``ValueError`` (``check_jac=False`` skips the check).
         linear: ``"auto"`` (``"normal"`` when ``n ≤ m``, ``"min_norm"`` when ``m < n``, ``"krylov"``
             when that dense path would not fit ``max_jacobian_bytes``), ``"normal"`` (n×n normal
             equations), ``"min_norm"`` (m×m system, no n×n matrix ever formed), or ``"krylov"`` /
@@ -106,6 +109,7 @@ def least_squares(
             linear path on the corrected Jacobian and residual of Triggs et al. (``nlls.losses``).
         f_scale: C, the size of residual beyond which the loss treats it as an outlier; finite
             and positive (ignored by the linear loss). A new value compiles anew.
+        check_jac: compare a ``jac`` function with the residual's derivative once (see ``jac``).
         bounds: ``(lower, upper)``, each a scalar or a pytree like ``params0`` (leaves broadcast to
             the parameter's shape), ``-inf``/``inf`` for no bound; ``None`` for none. Taken by
             ``method="lm"`` (Coleman–Li affine scaling with reflective steps, ``nlls.bounds``) on
@@ -172,6 +176,7 @@ def least_squares(
         ),
         covariance=_covariance_kind(covariance),
         loss=checks.loss(loss, f_scale),
+        check_jac=checks.flag("check_jac", check_jac),
     )
     max_steps = checks.step_limit("max_steps", max_steps)
     run = Run(max_steps, callbacks, callback_every, max_time, resume)

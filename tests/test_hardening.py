@@ -154,3 +154,43 @@ def test_the_loop_bounds_rejected_trials(max_steps):
     assert int(ended.iterations) == max(expected, int(state.iterations))
     assert int(ended.rejected) == int(ended.iterations) - int(state.iterations)
     assert not Status(int(ended.status)).converged
+
+
+def decay_jacobian(p):
+    e = jnp.exp(-p[1] * X)
+    return jnp.stack([e, -p[0] * X * e, jnp.ones_like(X)], axis=1)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda p: -decay_jacobian(p),  # the sign
+        lambda p: 1000.0 * decay_jacobian(p),  # the scale
+        lambda p: decay_jacobian(p)[:, jnp.array([1, 0, 2])],  # the column order
+        lambda p: jnp.ones((X.size, 3)),  # a constant
+    ],
+)
+def test_a_wrong_user_jacobian_is_an_error_naming_the_check(wrong):
+    start = jnp.asarray([1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="does not match the derivative of the residual"):
+        nlls.least_squares(decay, start, jac=wrong)
+    # check_jac=False trusts it (and the solve goes where that Jacobian leads).
+    nlls.least_squares(decay, start, jac=wrong, check_jac=False, max_steps=3)
+
+
+def test_a_right_user_jacobian_passes_the_check_and_solves():
+    sol = nlls.least_squares(decay, jnp.asarray([1.0, 1.0, 0.0]), jac=decay_jacobian)
+    np.testing.assert_allclose(sol.params, [2.0, 1.3, 0.5], rtol=1e-7)
+    assert sol.stats.jac == "user"
+
+
+def test_curve_fit_checks_the_model_jacobian():
+    def model(x, a, k, c):
+        return a * jnp.exp(-k * x) + c
+
+    def wrong(x, a, k, c):  # ∂/∂k with the wrong sign
+        e = jnp.exp(-k * x)
+        return jnp.stack([e, a * x * e, jnp.ones_like(x)], axis=1)
+
+    with pytest.raises(ValueError, match="does not match the derivative of the residual"):
+        nlls.curve_fit(model, X, Y, p0=[1.0, 1.0, 0.0], jac=wrong)
