@@ -10,9 +10,11 @@ with the same code every time. Keyed by identity, each one would trace and compi
 * equal defaults and closure values: numbers, strings, ``None`` and tuples of them by value (with
   their type: ``1`` and ``1.0`` differ), functions by this same rule, anything else (arrays,
   modules, models) by identity,
-* the same objects behind every global name the code reads (identity: a cell that rebinds
-  ``x = ...`` to new data makes a new key, as it must, because the compiled program holds the old
-  ``x`` as a constant).
+* the same global namespace (the module, or a notebook's ``__main__``: the namespace can change
+  after the key is made, and the plan calls the function it was built with), and in it the same
+  objects behind every global name the code reads (identity: a cell that rebinds ``x = ...`` to
+  new data makes a new key, as it must, because the compiled program holds the old ``x`` as a
+  constant).
 
 What Python cannot see is not compared: an array changed in place, or a global mutable object
 whose contents change. Neither can identity keys see them, which is what a plain ``jax.jit`` uses.
@@ -85,6 +87,7 @@ def _function_key(function: types.FunctionType, seen: set) -> tuple:
     )
     return (
         code,
+        _Identity(namespace),
         _value_key(function.__defaults__, seen),
         _value_key(tuple(sorted((function.__kwdefaults__ or {}).items())), seen),
         closure,

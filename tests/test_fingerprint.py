@@ -102,3 +102,16 @@ def test_same_code_compares_code_closures_defaults_and_globals():
         return 1 if n == 0 else n * recursive(n - 1)
 
     assert SameCode(recursive) == SameCode(recursive)  # terminates on self-reference
+
+
+def test_the_same_code_in_another_namespace_is_another_function():
+    # Two namespaces (two modules, or doctest's copies of one) that hold the same objects now may
+    # not later: the plan would call the first namespace's function.
+    first, second = {"jnp": jnp, "x": X, "y": Y}, {"jnp": jnp, "x": X, "y": Y}
+    exec(CELL, first)
+    exec(CELL, second)
+    assert SameCode(first["residual"]) != SameCode(second["residual"])
+    nlls.least_squares(first["residual"], jnp.asarray([1.0, 1.0, 0.0]), **TIGHT)
+    first.clear()
+    sol = nlls.least_squares(second["residual"], jnp.asarray([1.0, 1.0, 0.0]), **TIGHT)
+    np.testing.assert_allclose(sol.params, [2.0, 1.3, 0.5], rtol=1e-10)
