@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all ten by default: nist, minpack, curvefit, mlp, training,
-callbacks, stochastic, scale, threads, implicit), prints progress and the markdown report, saves each suite's raw
+Runs the suites asked for (all eleven by default: nist, minpack, curvefit, mlp, training,
+callbacks, stochastic, scale, threads, implicit, latency), prints progress and the markdown report, saves each suite's raw
 results to ``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
 result found in ``bench-out/`` (so the suites can be run one at a time and the report still covers
 all of them).
@@ -29,6 +29,7 @@ from benchmarks import (  # noqa: E402
     callbacks,
     curvefit,
     implicit,
+    latency,
     minpack,
     mlp,
     nist,
@@ -40,8 +41,15 @@ from benchmarks import (  # noqa: E402
 )
 
 # For threads: rounds of fresh processes, every workload under every setting once a round.
-DEFAULT_REPEATS = {"nist": 5, "mlp": 5, "callbacks": 5, "threads": 3, "implicit": 7}
-QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1, "threads": 1, "implicit": 1}
+DEFAULT_REPEATS = {
+    "nist": 5,
+    "mlp": 5,
+    "callbacks": 5,
+    "threads": 3,
+    "implicit": 7,
+    "latency": latency.ROUNDS,
+}
+QUICK_REPEATS = {"nist": 1, "mlp": 1, "callbacks": 1, "threads": 1, "implicit": 1, "latency": 1}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -109,6 +117,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = threads.run(rounds=repeats_for(suite, args), verbose=verbose)
     elif suite == "implicit":
         result = implicit.run(repeats=repeats_for(suite, args), verbose=verbose)
+    elif suite == "latency":
+        result = latency.run(rounds=repeats_for(suite, args), verbose=verbose)
     else:
         result = mlp.run(repeats=repeats_for(suite, args), verbose=verbose)
     result["wall_s"] = time.perf_counter() - began

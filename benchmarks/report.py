@@ -18,6 +18,7 @@ from benchmarks import (
     callbacks,
     curvefit,
     implicit,
+    latency,
     minpack,
     mlp,
     nist,
@@ -40,6 +41,7 @@ SUITE_MODULES = {
     "scale": scale,
     "threads": threads,
     "implicit": implicit,
+    "latency": latency,
 }
 SUITES = tuple(SUITE_MODULES)
 COMMAND = "make bench"

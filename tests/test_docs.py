@@ -290,7 +290,26 @@ DEDICATED = {
     "nlls.Checkpoint(": "test_readme_callbacks_example_runs",
     'method="adam", learning_rate=1e-2': "test_readme_training_example_runs",
     "batch_size=100": "test_readme_big_models_example_runs",
+    "enable_compilation_cache": "test_readme_compilation_cache_example_runs",
 }
+
+
+def test_readme_compilation_cache_example_runs(tmp_path):
+    """In a process of its own: the cache is JAX's global setting, not to be left on here."""
+    import os
+    import subprocess
+    import sys
+
+    (block,) = [b for b in _readme_blocks() if "enable_compilation_cache" in b]
+    script = block + "\nprint(directory)\n"
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    environment.pop("NLLS_COMPILATION_CACHE", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "nlls" / "jax")
+    assert (tmp_path / "nlls" / "jax").is_dir()
 
 
 def _readme_blocks() -> list[str]:
