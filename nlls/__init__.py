@@ -9,7 +9,7 @@ search and dogleg trust region, on any pytree of parameters, under ``jit`` and `
 import importlib
 
 from .callbacks import Checkpoint, EarlyStopping, History, Metrics, ProgressBar, StepInfo
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, CheckpointWarning
 from .compilation import enable_compilation_cache, enable_from_environment
 from .curve_fitting import curve_fit
 from .fitting import FitResult, fit
@@ -27,6 +27,7 @@ __all__ = [
     "ode",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointWarning",
     "CovarianceWarning",
     "Dogleg",
     "EarlyStopping",

@@ -27,6 +27,7 @@ import dataclasses
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -206,7 +207,10 @@ class Checkpoint:
 
     Saves are atomic (a temporary file renamed over ``path``). ``least_squares(..., resume=path)``
     continues from the file and ends at the same parameters, bit for bit, as a solve that was never
-    stopped. The final save also happens after ``KeyboardInterrupt``.
+    stopped. The final save also happens after ``KeyboardInterrupt`` and after another callback
+    raised. A save that fails (a read-only or missing folder, a full disk) is a
+    ``CheckpointWarning``: the previous checkpoint stays as it was, the solve goes on and returns its
+    result, and ``failed_saves`` counts the failures.
 
     Example:
         >>> import tempfile, os, jax.numpy as jnp, nlls
@@ -223,6 +227,7 @@ class Checkpoint:
             raise ValueError(f"every must be a positive int, got {every!r}")
         self.path = os.fspath(path)
         self.every = every
+        self.failed_saves = 0
         self._saved_at: int | None = None
 
     def on_start(self, info: StepInfo) -> None:
@@ -236,7 +241,16 @@ class Checkpoint:
         self.save(info)
 
     def save(self, info: StepInfo) -> None:
-        checkpoint.save(self.path, info.solver_state, info.signature)
+        try:
+            checkpoint.save(self.path, info.solver_state, info.signature)
+        except OSError as error:
+            self.failed_saves += 1
+            warnings.warn(
+                f"checkpoint not saved to {self.path!r} at step {info.step} ({error}); the "
+                "previous checkpoint, if any, is kept and the solve goes on",
+                checkpoint.CheckpointWarning,
+                stacklevel=2,
+            )
         self._saved_at = info.step
 
 

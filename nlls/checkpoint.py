@@ -10,7 +10,8 @@ Format: a NumPy ``.npz`` archive (no pickles) holding
 * ``params``: the current parameters, flattened (for reading a checkpoint by hand).
 
 The file is written to a temporary file in the same folder, flushed to disk, and renamed over the
-target, so a crash while saving leaves the previous checkpoint intact. Each archive member carries a
+target, so a crash while saving leaves the previous checkpoint intact (the next save removes the
+temporary file such a crash left). Each archive member carries a
 CRC that is checked on reading, so a damaged file is refused, never half-used.
 """
 
@@ -34,6 +35,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read, or that belongs to another problem or solver."""
 
 
+class CheckpointWarning(UserWarning):
+    """A checkpoint could not be written; the solve went on (``nlls.Checkpoint``)."""
+
+
 def save(path: str | os.PathLike, state, signature: str) -> None:
     """Write ``state`` (a solver state pytree) to ``path`` atomically."""
     path = Path(path)
@@ -48,6 +53,9 @@ def save(path: str | os.PathLike, state, signature: str) -> None:
         "iteration": int(state.iterations),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A process killed while writing leaves its temporary file behind: remove those of this target.
+    for orphan in path.parent.glob(f".{path.name}.*.tmp"):
+        orphan.unlink(missing_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:

@@ -120,6 +120,7 @@ def drive(plan, params0, dynamic, run: Run) -> Solution:
         raise_non_finite_start(params0)
 
     ended_by = None
+    failure = None  # an exception from a callback: raised after every on_end has run
     with _InterruptFlag() as interrupt:
         advance = plan.advance_donating if interrupt.protects else plan.advance
         if info.status == Status.RUNNING:
@@ -155,6 +156,10 @@ def drive(plan, params0, dynamic, run: Run) -> Solution:
             ended_by = Status.INTERRUPTED
             if info.solver_state is not state:  # interrupted between a segment and its snapshot
                 info = _info(plan.describe(state, params0), started, max_steps, state, signature)
+        except Exception as error:  # a callback raised: save what there is, then raise it
+            if _deleted(state) or info.solver_state is not state:
+                raise
+            failure = error
 
     if ended_by is None and int(state.status) == Status.MAX_STEPS:
         ended_by = run.exhausted  # the budget was spent: in steps, or in epochs
@@ -163,6 +168,8 @@ def drive(plan, params0, dynamic, run: Run) -> Solution:
     for callback in callbacks:
         if hasattr(callback, "on_end"):
             callback.on_end(info)
+    if failure is not None:
+        raise failure
     restored = None
     for callback in callbacks:
         best = callback.restore() if hasattr(callback, "restore") else None

@@ -194,3 +194,57 @@ def test_curve_fit_checks_the_model_jacobian():
 
     with pytest.raises(ValueError, match="does not match the derivative of the residual"):
         nlls.curve_fit(model, X, Y, p0=[1.0, 1.0, 0.0], jac=wrong)
+
+
+def _rosenbrock_solve(**options):
+    return nlls.least_squares(rosenbrock, jnp.asarray([-1.2, 1.0]), **options)
+
+
+def test_a_checkpoint_that_cannot_be_written_warns_and_the_solve_returns(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    saver = nlls.Checkpoint(blocker / "fit.ckpt", every=2)  # its folder cannot be made
+    with pytest.warns(nlls.CheckpointWarning, match="checkpoint not saved"):
+        sol = _rosenbrock_solve(callbacks=[saver])
+    assert sol.success
+    np.testing.assert_allclose(sol.params, [1.0, 1.0], rtol=1e-7)
+    assert saver.failed_saves >= 2  # during the solve and at its end
+
+
+def test_a_failing_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "fit.ckpt"
+    _rosenbrock_solve(callbacks=[nlls.Checkpoint(path, every=1)], max_steps=3)
+    before = nlls.checkpoint.read_meta(path)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nlls.checkpoint.os, "fsync", full_disk)
+    with pytest.warns(nlls.CheckpointWarning, match="No space left"):
+        sol = _rosenbrock_solve(callbacks=[nlls.Checkpoint(path, every=1)])
+    assert sol.success
+    assert nlls.checkpoint.read_meta(path) == before  # untouched, and still readable
+    assert not list(tmp_path.glob(".fit.ckpt.*.tmp"))  # no temporary file left
+
+
+def test_a_raising_callback_still_saves_the_final_checkpoint_then_raises(tmp_path):
+    path = tmp_path / "fit.ckpt"
+
+    def fails_at_step_4(info):
+        if info.step >= 4:
+            raise RuntimeError("metric server down")
+
+    with pytest.raises(RuntimeError, match="metric server down"):
+        _rosenbrock_solve(callbacks=[nlls.Checkpoint(path, every=100), fails_at_step_4])
+    assert nlls.checkpoint.read_meta(path)["step"] == 4
+    resumed = _rosenbrock_solve(resume=path)
+    straight = _rosenbrock_solve()
+    np.testing.assert_array_equal(resumed.params, straight.params)
+
+
+def test_a_save_removes_temporary_files_a_killed_save_left(tmp_path):
+    orphan = tmp_path / ".fit.ckpt.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    _rosenbrock_solve(callbacks=[nlls.Checkpoint(tmp_path / "fit.ckpt")])
+    assert not orphan.exists()
+    assert (tmp_path / "fit.ckpt").exists()
