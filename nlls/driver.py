@@ -28,7 +28,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import checkpoint, checks
-from .callbacks import History, StepInfo
+from .callbacks import Checkpoint, History, StepInfo
 from .problem import raise_non_finite_start
 from .result import Solution
 from .termination import Status
@@ -103,7 +103,10 @@ def drive(plan, params0, dynamic, run: Run) -> Solution:
     max_time, resume = run.max_time, run.resume
     started = time.perf_counter()
     steps_limit = np.int32(max_steps)
-    signature = plan.signature(dynamic)
+    # Digests of the residual and the data only where a checkpoint is written or read: hashing
+    # the data costs a pass over it.
+    checkpointing = resume is not None or any(isinstance(c, Checkpoint) for c in callbacks)
+    signature = plan.signature(dynamic, fingerprint=checkpointing)
     if resume is not None:
         like = jax.eval_shape(plan.start, params0, dynamic)[0]
         state = checkpoint.load(resume, like, signature)

@@ -20,12 +20,19 @@ What Python cannot see is not compared: an array changed in place, or a global m
 whose contents change. Neither can identity keys see them, which is what a plain ``jax.jit`` uses.
 A function that is not a plain Python function (a ``functools.partial``, a callable object, a
 builtin) is its own key.
+
+``digest`` is the process-independent counterpart for checkpoints: a short hash of a function's
+code and constants, or of the bytes of data, that a checkpoint stores and compares on resuming.
 """
 
 from __future__ import annotations
 
+import hashlib
 import types
 from typing import Any
+
+import jax
+import numpy as np
 
 _VALUES = (int, float, complex, str, bytes, bool, type(None))
 
@@ -123,3 +130,64 @@ def _value_key(value, seen: set):
     if isinstance(value, types.FunctionType):
         return _function_key(value, seen)
     return _Identity(value)
+
+
+def digest(value) -> str:
+    """A digest of ``value`` that is the same in every process (unlike ``hash``), for a checkpoint
+    to recognise its problem: arrays by their dtype, shape and bytes; numbers, strings and ``None``
+    by ``repr``; Python functions by their code (bytecode, constants, names; not the file name or
+    line numbers, so moving a function does not change it) with their defaults and closure values;
+    lists, tuples and dicts item by item; other objects by their array leaves as a JAX pytree, or by
+    their type's name when they have none."""
+    hasher = hashlib.sha256()
+    _feed(hasher, value, set())
+    return hasher.hexdigest()[:16]
+
+
+def _feed(hasher, value, seen: set) -> None:
+    if type(value) in _VALUES:
+        hasher.update(f"{type(value).__name__}:{value!r};".encode())
+    elif isinstance(value, types.FunctionType):
+        if id(value) in seen:
+            hasher.update(b"recursive;")
+            return
+        seen = seen | {id(value)}
+        hasher.update(b"function:")
+        _feed_code(hasher, value.__code__)
+        _feed(hasher, value.__defaults__, seen)
+        _feed(hasher, tuple(sorted((value.__kwdefaults__ or {}).items())), seen)
+        _feed(hasher, tuple(_cell(cell) for cell in value.__closure__ or ()), seen)
+    elif isinstance(value, list | tuple):
+        hasher.update(f"{type(value).__name__}[{len(value)}]:".encode())
+        for item in value:
+            _feed(hasher, item, seen)
+    elif isinstance(value, dict):
+        hasher.update(f"dict[{len(value)}]:".encode())
+        for key in sorted(value, key=repr):
+            _feed(hasher, key, seen)
+            _feed(hasher, value[key], seen)
+    elif hasattr(value, "dtype") and hasattr(value, "shape"):
+        array = np.asarray(value)
+        hasher.update(f"array:{array.dtype}{list(array.shape)}:".encode())
+        hasher.update(np.ascontiguousarray(array).tobytes())
+    else:
+        leaves = jax.tree_util.tree_leaves(value)
+        if len(leaves) == 1 and leaves[0] is value:
+            hasher.update(f"object:{type(value).__qualname__};".encode())
+        else:
+            # The type and leaf count, not the tree's repr: static fields may print addresses.
+            hasher.update(f"tree:{type(value).__qualname__}[{len(leaves)}]:".encode())
+            for leaf in leaves:
+                _feed(hasher, leaf, seen)
+
+
+def _feed_code(hasher, code: types.CodeType) -> None:
+    hasher.update(code.co_code)
+    hasher.update(repr((code.co_names, code.co_varnames, code.co_argcount)).encode())
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            _feed_code(hasher, constant)
+        elif isinstance(constant, frozenset):  # `x in {...}`: its repr's order varies by process
+            hasher.update(f"frozenset{sorted(map(repr, constant))};".encode())
+        else:
+            hasher.update(f"{constant!r};".encode())

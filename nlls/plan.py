@@ -32,7 +32,7 @@ from jax.flatten_util import ravel_pytree
 from . import checks, implicit, loop, uncertainty
 from .bounds import active, flat_bounds
 from .driver import Run, pack_snapshot, refuse_traced, run_plan
-from .fingerprint import keyed, unkeyed
+from .fingerprint import digest, keyed, unkeyed
 from .jacobian import JAC_MODES, choose_mode
 from .linear import LINEAR_PATHS, Krylov, choose_path, path_name
 from .losses import LINEAR, Loss
@@ -223,13 +223,21 @@ class Plan:
         """The method with its traced options left out (``None``)."""
         return self.setup.method
 
-    def signature(self, inputs: Inputs) -> str:
+    def signature(self, inputs: Inputs, fingerprint: bool = False) -> str:
         """A description of the problem, the method and the tolerances that a checkpoint must
-        match; empty for a method that cannot be checkpointed."""
+        match; empty for a method that cannot be checkpointed. With ``fingerprint``, also digests
+        (``nlls.fingerprint.digest``) of the residual's code and constants and of the data: the
+        array arguments, the other arguments (a model function's code among them), the bounds and
+        a minibatch run's samples, so that a checkpoint of the same shapes but another residual or
+        other data is refused."""
         if not self.method.checkpointable:
             return ""
         tol = Tolerances(*(float(t) for t in (inputs.tol.ftol, inputs.tol.xtol, inputs.tol.gtol)))
-        return self.checked["signature"].replace("{tolerances}", repr(tol))
+        text = self.checked["signature"].replace("{tolerances}", repr(tol))
+        if fingerprint:
+            data = (inputs.args, self.static_args, inputs.bounds, inputs.data)
+            text += f"; residual={digest(self.residual)}; data={digest(data)}"
+        return text
 
     def check(self, params0, dynamic, data) -> None:
         """Validate dtypes and shapes and choose path and AD mode; runs once per plan."""

@@ -248,3 +248,42 @@ def test_a_save_removes_temporary_files_a_killed_save_left(tmp_path):
     _rosenbrock_solve(callbacks=[nlls.Checkpoint(tmp_path / "fit.ckpt")])
     assert not orphan.exists()
     assert (tmp_path / "fit.ckpt").exists()
+
+
+def test_a_checkpoint_of_other_data_or_another_residual_is_refused(tmp_path):
+    path = tmp_path / "fit.ckpt"
+    start = jnp.asarray([1.0, 1.0, 0.0])
+
+    def residual(p, x, y):
+        return p[0] * jnp.exp(-p[1] * x) + p[2] - y
+
+    nlls.least_squares(residual, start, args=(X, Y), max_steps=2, callbacks=[nlls.Checkpoint(path)])
+    # The same residual, shapes and method, other data: the saved cost would be a lie here.
+    with pytest.raises(nlls.CheckpointError, match="different solve"):
+        nlls.least_squares(residual, start, args=(X, 2.0 * Y), resume=path)
+
+    def other(p, x, y):  # the same shapes, another function
+        return p[0] * jnp.exp(-p[1] * x) - p[2] - y
+
+    with pytest.raises(nlls.CheckpointError, match="different solve"):
+        nlls.least_squares(other, start, args=(X, Y), resume=path)
+    # The same residual written anew (same code) and the same data resume, and end where a solve
+    # that was never stopped ends.
+    again = nlls.least_squares(
+        lambda p, x, y: p[0] * jnp.exp(-p[1] * x) + p[2] - y, start, args=(X, Y), resume=path
+    )
+    straight = nlls.least_squares(residual, start, args=(X, Y))
+    np.testing.assert_array_equal(again.params, straight.params)
+
+
+def test_digests_are_stable_and_tell_code_and_data_apart():
+    from nlls.fingerprint import digest
+
+    def make(k):
+        return lambda p: p - k
+
+    assert digest(make(1.0)) == digest(make(1.0))
+    assert digest(make(1.0)) != digest(make(2.0))
+    assert digest((X, Y)) == digest((jnp.array(X), np.asarray(Y)))
+    assert digest((X, Y)) != digest((X, Y.at[3].add(1e-12)))
+    assert digest(lambda p: p + 1) != digest(lambda p: p - 1)
