@@ -287,3 +287,59 @@ def test_digests_are_stable_and_tell_code_and_data_apart():
     assert digest((X, Y)) == digest((jnp.array(X), np.asarray(Y)))
     assert digest((X, Y)) != digest((X, Y.at[3].add(1e-12)))
     assert digest(lambda p: p + 1) != digest(lambda p: p - 1)
+
+
+KILLED_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import nlls
+rng = np.random.default_rng(0)
+a, b = jnp.asarray(rng.standard_normal((300, 60))), jnp.asarray(rng.standard_normal((60, 60)))
+y = jnp.asarray(rng.standard_normal(300))
+def residual(p, a, b, y):
+    return a @ jnp.tanh(b @ p) - y
+options = dict(args=(a, b, y), ftol=0.0, xtol=0.0, gtol=0.0, max_steps=400)
+nlls.least_squares(residual, jnp.zeros(60), callbacks=[nlls.Checkpoint(sys.argv[1] + ".warm")], **options)
+print("go", flush=True)
+nlls.least_squares(residual, jnp.zeros(60), callbacks=[nlls.Checkpoint(sys.argv[1], every=1)], **options)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_saves_always_leaves_a_checkpoint_that_resumes_to_the_same_end(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(1)
+    script = tmp_path / "solve.py"
+    script.write_text(KILLED_SCRIPT)
+    namespace: dict = {}
+    exec(KILLED_SCRIPT.split("options = ")[0].replace("import sys", ""), namespace)
+    residual, args = namespace["residual"], (namespace["a"], namespace["b"], namespace["y"])
+    options = dict(args=args, ftol=0.0, xtol=0.0, gtol=0.0, max_steps=400)
+    straight = nlls.least_squares(residual, jnp.zeros(60), **options)
+    kills = resumed_count = 0
+    for round_ in range(20):
+        path = tmp_path / f"fit{round_}.ckpt"
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert process.stdout.readline().strip() == "go"
+            time.sleep(rng.uniform(0.02, 0.4))
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.wait(timeout=120)
+        kills += process.returncode == -signal.SIGKILL
+        if not path.exists():  # killed before its first save
+            continue
+        nlls.checkpoint.read_meta(path)  # loadable (a CheckpointError would fail the test)
+        resumed = nlls.least_squares(residual, jnp.zeros(60), resume=path, **options)
+        np.testing.assert_array_equal(resumed.params, straight.params)
+        resumed_count += 1
+    # Most rounds were killed mid-solve (not after it ended), with a checkpoint on disk.
+    assert kills >= 15 and resumed_count >= 15
