@@ -250,8 +250,8 @@ def adam_method(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> FirstOrder:
     return FirstOrder(
         "adam",
         learning_rate=_traced(checks.learning_rate(learning_rate)),
-        b1=_traced(checks.decay("b1", b1)),
-        b2=_traced(checks.decay("b2", b2)),
+        b1=_traced(checks.fraction("b1", b1)),
+        b2=_traced(checks.fraction("b2", b2)),
         eps=_traced(checks.non_negative("eps", eps)),
     )
 
@@ -264,7 +264,7 @@ def sgd_method(learning_rate=1e-2, momentum=None, nesterov=False) -> FirstOrder:
     return FirstOrder(
         "sgd",
         learning_rate=_traced(checks.learning_rate(learning_rate)),
-        momentum=None if momentum is None else _traced(checks.decay("momentum", momentum)),
+        momentum=None if momentum is None else _traced(checks.fraction("momentum", momentum)),
         nesterov=nesterov,
     )
 

@@ -274,11 +274,6 @@ def non_negative(name: str, value) -> float:
     return result
 
 
-def decay(name: str, value) -> float:
-    """A decay rate in ``[0, 1)``."""
-    return fraction(name, value)
-
-
 def fraction(name: str, value) -> float:
     """A number in ``[0, 1)`` (a decay rate, an acceptance threshold)."""
     result = number(name, value)
