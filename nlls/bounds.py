@@ -35,9 +35,11 @@ strictly feasible candidates by the model ``ψ`` and take the best (``reflective
 The trust region is the one the LM step solves exactly: ``‖p̂‖`` itself. Iterates stay strictly
 inside the box (``strictly_inside``): at a bound ``v = 0`` would freeze the parameter.
 
-Stationarity at the bounds is measured by the projected gradient, ``‖θ − P(θ − g)‖∞`` with ``P``
-the projection on the box (``projected_gradient``): it is ``‖g‖∞`` when no bound is near and tends to
-0 at a minimum on a bound. ``gtol`` tests it.
+Stationarity at the bounds is measured by the projected gradient (``projected_gradient``): ``g_j``
+limited to the distance to the bound that ``−g_j`` points to, times ``‖J_j‖²`` so that it keeps the
+gradient's units. It is ``g`` when no bound is near and tends to 0 at a minimum on a bound; ``gtol``
+tests its cosines (``nlls.termination``). The step's θ of Coleman–Li uses the plain form
+``‖θ − P(θ − g)‖∞``, ``P`` the projection on the box, as scipy's ``trf`` does.
 """
 
 from __future__ import annotations
@@ -186,10 +188,12 @@ def effective_scale(
     return column, grad * dv / scale
 
 
-def projected_gradient(params, grad, lower, upper) -> Float[Array, " n"]:
-    """``θ − P(θ − g)``, ``P`` the projection on the box: ``g_j`` limited in size by the distance to
-    the bound in the direction ``−g_j``."""
-    return params - jnp.clip(params - grad, lower, upper)
+def projected_gradient(params, grad, lower, upper, curvature=1.0) -> Float[Array, " n"]:
+    """``g_j`` limited in size by ``curvature_j`` times the distance to the bound in the direction
+    ``−g_j``: with ``curvature = 1``, ``θ − P(θ − g)``, ``P`` the projection on the box. With
+    ``curvature = ‖J_j‖²`` the limit is in the units of the gradient (``termination``'s ``gtol``)."""
+    distance = jnp.where(grad > 0, params - lower, upper - params)
+    return jnp.sign(grad) * jnp.minimum(jnp.abs(grad), distance * curvature)
 
 
 def active(params, lower, upper, rtol) -> Int[Array, " n"]:

@@ -190,3 +190,23 @@ def more_radius_update(
     )
     tiny = jnp.finfo(radius.dtype).tiny
     return jnp.clip(new_radius, tiny, 1.0 / tiny).astype(radius.dtype)
+
+
+def boundary_length(
+    start: Float[Array, " n"], direction: Float[Array, " n"], radius
+) -> Float[Array, ""]:
+    """The ``τ ≥ 0`` with ``‖start + τ·direction‖ = Δ`` for ``‖start‖ ≤ Δ`` (0 when ``direction``
+    is 0). Computed in units of Δ, so that no square overflows or underflows (Δ⁴ of a residual of
+    1e-140 is 0 in float64), and by the form of the root of the quadratic that does not cancel."""
+    safe_radius = jnp.where(radius > 0, radius, 1.0)
+    unit_start, unit_direction = start / safe_radius, direction / safe_radius
+    a = unit_direction @ unit_direction
+    b = 2 * (unit_start @ unit_direction)
+    c = unit_start @ unit_start - 1.0
+    root = jnp.sqrt(jnp.maximum(b**2 - 4 * a * c, 0.0))
+    positive = b + root
+    return jnp.where(
+        b >= 0,
+        -2 * c / jnp.where(positive > 0, positive, 1.0),
+        (root - b) / (2 * jnp.where(a > 0, a, 1.0)),
+    )

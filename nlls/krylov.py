@@ -49,6 +49,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from .damping import boundary_length
+
 FORCING_MAX = 1e-3
 
 
@@ -116,14 +118,6 @@ def steihaug(
     start_norm = jnp.linalg.norm(gradient)
     threshold = forcing_tolerance(start_norm, tolerance) * start_norm
 
-    def to_boundary(y, p):
-        """The τ ≥ 0 with ‖y + τp‖ = Δ."""
-        a = p @ p
-        b = 2 * (y @ p)
-        c = y @ y - radius**2
-        safe_a = jnp.where(a > 0, a, 1.0)
-        return (-b + jnp.sqrt(jnp.maximum(b**2 - 4 * a * c, 0.0))) / (2 * safe_a)
-
     def keep_going(carry):
         *_, done, count = carry
         return ~done & (count < max_steps)
@@ -135,7 +129,7 @@ def steihaug(
         residual_sq = residual @ residual
         alpha = residual_sq / jnp.where(curvature > 0, curvature, 1.0)
         inside = (curvature > 0) & (jnp.linalg.norm(y + alpha * p) < radius)
-        tau = to_boundary(y, p)
+        tau = boundary_length(y, p, radius)
         length = jnp.where(inside, alpha, tau)
         y = y + length * p
         model_change = model_change + length * t

@@ -31,6 +31,9 @@ class LoopState(eqx.Module):
     status: Int[Array, ""]
     step_norm: Float[Array, ""]  # of the last trial step
     accepted: Bool[Array, ""]  # whether the last trial step was accepted
+    #: a trial since the last accepted step (or in the line search of the last one) met a
+    #: non-finite residual or Jacobian: an ``xtol`` stop then means walled in, not converged
+    walled: Bool[Array, ""]
 
     @property
     def point(self):
@@ -53,6 +56,7 @@ def init(method, problem: FlatProblem, path, params, tol: Tolerances) -> LoopSta
         status=method.start_status(tol, method_state.point, problem),
         step_norm=jnp.zeros((), params.dtype),
         accepted=jnp.asarray(False),
+        walled=jnp.asarray(False),
     )
 
 
@@ -87,6 +91,11 @@ def run(
     def body(s: LoopState) -> LoopState:
         method_state, report = method.step(problem, path, s.method_state)
         status = method.verdict(tol, report, s.point, method_state.point, problem)
+        walled = ~report.finite | (s.walled & ~report.accepted)
+        # Steps shrunk to xtol, or a line search that failed, against points where the residual
+        # is not defined: the solve is walled in, not at a minimum.
+        stuck = (status == Status.XTOL) | (status == Status.LINE_SEARCH_FAILED)
+        status = jnp.where(stuck & walled, Status.NONFINITE_TRIALS, status)
         return LoopState(
             method_state=method_state,
             iterations=s.iterations + 1,
@@ -97,6 +106,7 @@ def run(
             status=status,
             step_norm=report.step_norm.astype(s.step_norm.dtype),
             accepted=report.accepted,
+            walled=walled,
         )
 
     state = jax.lax.while_loop(keep_going, body, state)

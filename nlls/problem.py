@@ -83,13 +83,15 @@ class FlatProblem(eqx.Module):
     bounds: tuple[Array, Array] | None = None
     loss: Loss = eqx.field(static=True, default=LINEAR)
 
-    def stationarity(self, params: Float[Array, " n"], grad: Float[Array, " n"]) -> Array:
+    def stationarity(
+        self, params: Float[Array, " n"], grad: Float[Array, " n"], curvature=1.0
+    ) -> Array:
         """What ``gtol`` tests: the gradient, or with bounds the projected gradient
-        ``θ − P(θ − g)`` (``nlls.bounds.projected_gradient``), which vanishes at a minimum on a
-        bound."""
+        (``nlls.bounds.projected_gradient``, with ``curvature`` the squared column norms of J),
+        which vanishes at a minimum on a bound."""
         if self.bounds is None:
             return grad
-        return projected_gradient(params, grad, *self.bounds)
+        return projected_gradient(params, grad, *self.bounds, curvature)
 
     def __call__(self, params: Float[Array, " n"]) -> Float[Array, " m"]:
         tree = self.residual_fn(self.unravel_params(params), *self.args)

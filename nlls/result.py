@@ -68,10 +68,10 @@ class Solution(eqx.Module):
         >>> import jax.numpy as jnp, nlls
         >>> sol = nlls.least_squares(lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)]),
         ...                          jnp.array([-1.2, 1.0]))
-        >>> sol.status
-        <Status.GTOL: 1>
+        >>> bool(sol.success), sol.status in (nlls.Status.GTOL, nlls.Status.XTOL)
+        (True, True)
         >>> print(sol)  # doctest: +ELLIPSIS
-        Solution: converged (GTOL: gtol: the gradient norm ‖Jᵀr‖∞ fell below gtol)
+        Solution: converged (...)
           params:   [1. 1.]
           cost:     ...
           mse:      ...

@@ -2,17 +2,31 @@
 
 Definitions (checked after every trial step, in this order; the first that holds ends the solve):
 
-* ``gtol``: the gradient is small, ``‖Jᵀr‖∞ ≤ gtol`` at the current point. Also checked at the start,
-  so a solve started at a stationary point takes no step.
+* ``gtol``: the point is stationary to within ``gtol``, measured without units: the largest cosine
+  between the residual and a column of the Jacobian, ``max_j |(Jᵀr)_j| / (‖J_j‖ ‖r‖) ≤ gtol`` (MINPACK's
+  test). Scaling the residual or any parameter by a constant does not change it. A zero residual is
+  stationary. On the matrix-free path, where the columns of J are not formed, ``‖J_j‖`` is taken as 1:
+  the test ``‖Jᵀr‖∞ / ‖r‖ ≤ gtol`` is then free of the residual's scale but not of the parameters'.
+  With bounds, the projected gradient replaces ``Jᵀr``. Also checked at the start, so a solve started
+  at a stationary point takes no step. A zero-residual problem never meets it (there ``r`` lies in
+  the range of ``J``); ``xtol`` ends those solves.
 * ``ftol``: the cost stopped decreasing: the step was accepted and both the actual and the predicted
-  reduction of the cost ``½‖r‖²`` are at most ``ftol · cost`` (cost before the step). When a
+  reduction of the cost ``½‖r‖²`` are at most ``ftol · cost`` (cost before the step), and no single
+  parameter could gain more: every cosine of the ``gtol`` test is at most ``√ftol`` (a Gauss–Newton
+  step along parameter ``j`` alone would reduce the cost by the fraction ``cosⱼ²``). Without that
+  second condition a heavily damped step — a Marquardt scale grown large far from the solution —
+  met ``ftol`` at a point that was not a minimum. When a
   Gauss–Newton line search finds no decrease at all, the test uses the reduction its model predicts
   for the full step: if even that is at most ``ftol · cost``, no decrease worth having is left and the
   point is a minimum to within ``ftol``. A step whose predicted reduction is below the cost's
   rounding (``resolution``, 256·eps·cost) never meets ``ftol``: a cost difference that small is
   rounding, and the parameters can still be ``√eps`` from the minimum (the cost is flat to rounding
   there). Such steps are judged by the gradient (``nlls.solvers.base``) and end with ``PRECISION``.
-* ``xtol``: the step is small relative to the parameters, ``‖δ‖₂ ≤ xtol · (xtol + ‖θ‖₂)``. Checked on
+* ``xtol``: the step is small relative to the parameters, ``‖δ‖₂ ≤ xtol · (xtol + ‖θ‖₂)``, and it was
+  not made short by the damping alone (``StepReport.damped``: an accepted Levenberg–Marquardt step
+  whose λ exceeds the scaled curvature ``(‖Jⱼ‖/Dⱼ)²`` of some column, or a dogleg or Steihaug step
+  on the trust region's boundary; far from the solution a large Marquardt scale makes such steps
+  tiny long before the minimum, and the damping falls, or the radius grows, on accepted steps). Checked on
   rejected trial steps too: repeated rejections shrink the step until this test ends the solve, which is
   how a solve that can make no further progress at working precision stops. When the trial that
   triggers it had a non-finite residual or Jacobian, the status is ``NONFINITE_TRIALS`` instead (not
@@ -87,7 +101,7 @@ def succeeded(status: Int[Array, "*batch"]) -> Bool[Array, "*batch"]:
 
 _MESSAGES = {
     Status.RUNNING: "the solve has not finished",
-    Status.GTOL: "gtol: the gradient norm ‖Jᵀr‖∞ fell below gtol",
+    Status.GTOL: "gtol: the residual is orthogonal to every column of J to within gtol (max cosine)",
     Status.FTOL: "ftol: the relative reduction of the cost fell below ftol",
     Status.XTOL: "xtol: the relative step size fell below xtol",
     Status.MAX_STEPS: "max_steps: the step limit was reached before a tolerance was met",
@@ -164,23 +178,61 @@ class Tolerances(eqx.Module):
         )
 
 
-def gradient_small(tol: Tolerances, grad: Float[Array, " n"]) -> Bool[Array, ""]:
-    """``‖g‖∞ ≤ gtol``."""
-    return jnp.max(jnp.abs(grad), initial=0.0) <= tol.gtol
+def safe_norm(x: Float[Array, ...], axis: int | None = None) -> Float[Array, ...]:
+    """The 2-norm along ``axis`` (all of ``x`` when ``None``) computed on ``x / max|x|``, so that it
+    neither overflows nor underflows for entries anywhere in the dtype's range (``‖1e-160·r‖`` in
+    float64 is not 0)."""
+    size = jnp.max(jnp.abs(x), axis=axis, keepdims=True, initial=0.0)
+    safe = jnp.where(size > 0, size, 1.0)
+    norm = jnp.sqrt(jnp.sum(jnp.square(x / safe), axis=axis, keepdims=True)) * safe
+    return jnp.squeeze(norm, axis=axis) if axis is not None else norm.reshape(())
 
 
-def check(tol: Tolerances, report, params_norm, grad: Float[Array, " n"]) -> Int[Array, ""]:
+def gradient_cosines(
+    grad: Float[Array, " n"] | None,
+    residual: Float[Array, " m"],
+    jac: Float[Array, "m n"] | None,
+) -> Float[Array, " n"]:
+    """What ``gtol`` tests: ``|gⱼ| / (‖Jⱼ‖ ‖r‖)``, the cosine between the residual and column ``j``
+    of ``J``. With ``grad=None`` it is computed from the normalised columns and residual
+    themselves, ``|(Jⱼ/‖Jⱼ‖)ᵀ(r/‖r‖)|``, which cannot underflow (``Jᵀr`` of a residual of 1e-160
+    is 0 in float64); otherwise from ``grad`` (the projected gradient with bounds), with
+    ``‖Jⱼ‖ = 1`` when ``jac`` is ``None`` (matrix-free). A zero entry is 0 whatever the norms
+    (a zero residual is stationary); a non-zero entry over a zero norm is ``inf``."""
+    if grad is None:
+        columns = safe_norm(jac, axis=0)
+        unit = jac / jnp.where(columns > 0, columns, 1.0)
+        size = safe_norm(residual)
+        return jnp.abs(unit.T @ (residual / jnp.where(size > 0, size, 1.0)))
+    columns = 1.0 if jac is None else safe_norm(jac, axis=0)
+    scale = columns * safe_norm(residual)
+    size = jnp.abs(grad)
+    return jnp.where(size == 0, 0.0, size / jnp.where(scale > 0, scale, 0.0))
+
+
+def gradient_small(tol: Tolerances, measure: Float[Array, " n"]) -> Bool[Array, ""]:
+    """``max|measure| ≤ gtol``: ``measure`` is ``gradient_cosines`` for the least-squares methods,
+    the gradient ``Jᵀr`` itself for the first-order baselines."""
+    return jnp.max(jnp.abs(measure), initial=0.0) <= tol.gtol
+
+
+def check(tol: Tolerances, report, params_norm, cosines: Float[Array, " n"]) -> Int[Array, ""]:
     """The status after one trial step (``report``, a ``solvers.base.StepReport``, from a point of
-    norm ``params_norm`` to one of gradient ``grad``): a converged status or ``RUNNING``."""
+    norm ``params_norm`` to one whose ``gradient_cosines`` are ``cosines``): a converged status
+    or ``RUNNING``."""
     cost = report.cost_before
-    gtol_met = gradient_small(tol, grad)
+    largest = jnp.max(cosines, initial=0.0)
+    gtol_met = largest <= tol.gtol
     ftol_met = (
         (report.accepted | report.failed)
         & ~report.rounding
         & (jnp.abs(report.actual_reduction) <= tol.ftol * cost)
         & (report.predicted_reduction <= tol.ftol * cost)
+        & (jnp.square(largest) <= tol.ftol)
     )
-    xtol_met = report.step_norm <= tol.xtol * (tol.xtol + params_norm)
+    xtol_met = (report.step_norm <= tol.xtol * (tol.xtol + params_norm)) & ~(
+        report.accepted & report.damped
+    )
     return jnp.select(
         [gtol_met, ftol_met, xtol_met, report.at_precision],
         [Status.GTOL, Status.FTOL, Status.XTOL, Status.PRECISION],

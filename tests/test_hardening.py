@@ -141,6 +141,7 @@ def test_the_loop_bounds_rejected_trials(max_steps):
         status=jnp.asarray(Status.RUNNING, jnp.int32),
         step_norm=jnp.zeros(()),
         accepted=jnp.asarray(False),
+        walled=jnp.asarray(False),
     )
     if max_steps > 1000:  # the bound for a huge budget, without running 2·10⁹ iterations
         state = eqx.tree_at(lambda s: s.iterations, state, jnp.asarray(2**31 - 10, jnp.int32))

@@ -41,8 +41,10 @@ from ..termination import (
     Tolerances,
     check,
     floor,
+    gradient_cosines,
     gradient_small,
     resolution,
+    safe_norm,
     tolerated_rise,
 )
 
@@ -74,6 +76,30 @@ class Point(eqx.Module):
         if self.jac is None:
             return jnp.all(jnp.isfinite(self.grad)) & jnp.isfinite(self.cost)
         return jnp.all(jnp.isfinite(self.jac)) & jnp.isfinite(self.cost)
+
+
+def stationary_cosines(problem: FlatProblem, point: Point) -> Float[Array, " n"]:
+    """``termination.gradient_cosines`` at ``point``: what ``gtol`` tests (the projected gradient
+    with bounds, ``problem.stationarity``); for a method that keeps no residual (the first-order
+    baselines) the gradient itself, ``|Jᵀr|``, which their ``gtol`` tests."""
+    if point.residual is None:
+        return jnp.abs(point.grad)
+    residual, jac = point.residual, point.jac
+    if not problem.loss.linear:
+        # The cosines of the weighted problem J_w = diag(√ρ') J, r_w = √ρ' ∘ r, whose J_wᵀr_w is
+        # the robust gradient too: r̃ itself is r·ρ'/s with s as small as √eps for an outlier, which
+        # would make every cosine look tiny.
+        factor, rows = problem.loss.correction(point.plain)
+        weights = jnp.sqrt(factor * rows)
+        residual = weights * point.plain
+        jac = None if jac is None else (weights / rows)[:, None] * jac
+    if jac is None:
+        return gradient_cosines(problem.stationarity(point.params, point.grad), residual, None)
+    if problem.bounds is None:
+        return gradient_cosines(None, residual, jac)
+    columns = safe_norm(jac, axis=0)
+    grad = problem.stationarity(point.params, point.grad, columns * columns)
+    return gradient_cosines(grad, residual, jac)
 
 
 def jacobian_of(problem: FlatProblem, point: Point):
@@ -192,9 +218,24 @@ class StepReport(eqx.Module):
     njev: Int[Array, ""]
     rejected: Int[Array, ""]
     failed: Bool[Array, ""]
-    finite: Bool[Array, ""]  # the trial's residual (and Jacobian, if computed) were finite
+    #: the trial's residual (and Jacobian, if computed) were finite; for a line search, every trial's
+    finite: Bool[Array, ""]
     rounding: Bool[Array, ""]  # judged at the rounding level (predicted reduction < resolution)
     at_precision: Bool[Array, ""]  # judged there, and working precision is reached (converged)
+    #: the step's length was set by the damping, not the model (LM: λ > (‖Jⱼ‖/Dⱼ)² for some j), so
+    #: a short accepted step does not mean convergence (``termination.check``'s ``xtol``)
+    damped: Bool[Array, ""] = eqx.field(default_factory=lambda: jnp.asarray(False))
+
+
+def damping_limited(report: StepReport, limited: Bool[Array, ""]) -> StepReport:
+    """``report`` with ``damped`` set: the trial's length was set by the damping or the trust
+    radius rather than by the model, so a short accepted step says nothing about convergence."""
+    return eqx.tree_at(lambda r: r.damped, report, jnp.asarray(limited))
+
+
+def on_boundary(scaled_step: Float[Array, " n"], radius: Float[Array, ""]) -> Bool[Array, ""]:
+    """The step reached the trust region's boundary (``‖Dδ‖ ≥ 0.99 Δ``): the radius set its length."""
+    return jnp.linalg.norm(scaled_step) >= 0.99 * radius
 
 
 def simple_report(accepted, cost, actual, predicted, step_norm, nfev, njev, finite) -> StepReport:
@@ -436,20 +477,19 @@ class Method(eqx.Module):
     def start_status(self, tol: Tolerances, point: Point, problem: FlatProblem) -> Int[Array, ""]:
         """``NONFINITE_START``, ``GTOL`` at a stationary start, or ``RUNNING``."""
         finite = jnp.all(jnp.isfinite(point.params)) & point.finite
-        stationarity = problem.stationarity(point.params, point.grad)
-        status = jnp.where(gradient_small(tol, stationarity), Status.GTOL, Status.RUNNING)
+        status = jnp.where(
+            gradient_small(tol, stationary_cosines(problem, point)), Status.GTOL, Status.RUNNING
+        )
         return jnp.where(finite, status, Status.NONFINITE_START).astype(jnp.int32)
 
     def verdict(
         self, tol: Tolerances, report: StepReport, before: Point, after: Point, problem: FlatProblem
     ) -> Int[Array, ""]:
         """The status after one trial step from ``before`` to ``after`` (``termination.check``, on
-        ``problem.stationarity``): a trial that could not move for non-finite values ends
-        ``NONFINITE_TRIALS``, a failed line search ``LINE_SEARCH_FAILED``."""
-        stationarity = problem.stationarity(after.params, after.grad)
-        status = check(tol, report, jnp.linalg.norm(before.params), stationarity)
-        walled_in = (status == Status.XTOL) & ~report.accepted & ~report.finite
-        status = jnp.where(walled_in, Status.NONFINITE_TRIALS, status)
+        ``problem.stationarity``), or a failed line search, ``LINE_SEARCH_FAILED``. (The loop turns an
+        ``xtol`` stop among non-finite trials into ``NONFINITE_TRIALS``: ``nlls.loop``.)"""
+        cosines = stationary_cosines(problem, after)
+        status = check(tol, report, jnp.linalg.norm(before.params), cosines)
         return jnp.where(
             (status == Status.RUNNING) & report.failed, Status.LINE_SEARCH_FAILED, status
         ).astype(jnp.int32)

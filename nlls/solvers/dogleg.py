@@ -19,14 +19,16 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .. import checks
-from ..damping import trust_radius_update
+from ..damping import boundary_length, trust_radius_update
 from ..problem import FlatProblem
 from .base import (
     RadiusMethod,
     RadiusState,
     StepReport,
+    damping_limited,
     jacobian_of,
     judge_trial,
+    on_boundary,
     predicted_reduction,
 )
 
@@ -36,11 +38,7 @@ def dogleg_step(gauss_newton, cauchy, gradient_direction, radius):
     gn_norm = jnp.linalg.norm(gauss_newton)
     cauchy_norm = jnp.linalg.norm(cauchy)
     leg = gauss_newton - cauchy
-    a = leg @ leg
-    b = 2 * (cauchy @ leg)
-    c = cauchy @ cauchy - radius**2
-    safe_a = jnp.where(a > 0, a, 1.0)
-    tau = jnp.clip((-b + jnp.sqrt(jnp.maximum(b**2 - 4 * a * c, 0.0))) / (2 * safe_a), 0.0, 1.0)
+    tau = jnp.clip(boundary_length(cauchy, leg, radius), 0.0, 1.0)
     return jnp.where(
         gn_norm <= radius,
         gauss_newton,
@@ -96,6 +94,7 @@ class Dogleg(RadiusMethod):
             predicted,
             self.accept_threshold,
         )
+        report = damping_limited(report, on_boundary(scaled_step, state.radius))
         radius = trust_radius_update(
             state.radius, ratio, jnp.linalg.norm(scaled_step), report.accepted
         )

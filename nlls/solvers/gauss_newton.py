@@ -106,17 +106,21 @@ class GaussNewton(Method):
             return armijo_holds(cost, point.cost, length, slope, self.armijo_constant)
 
         def insufficient(carry):
-            length, count, _, cost = carry
+            length, count, _, cost, _ = carry
             return ~sufficient(length, cost) & (count <= self.max_backtracks) & descent & ~rounding
 
         def backtrack(carry):
-            length, count, _, _ = carry
+            length, count, _, _, finite = carry
             length = length * self.backtrack_factor
-            return (length, count + 1, *trial(length))
+            residual, cost = trial(length)
+            return length, count + 1, residual, cost, finite & jnp.isfinite(cost)
 
         one = jnp.asarray(1.0, point.params.dtype)
-        length, trials, trial_residual, trial_cost = jax.lax.while_loop(
-            insufficient, backtrack, (one, jnp.asarray(1, jnp.int32), *trial(one))
+        first_residual, first_cost = trial(one)
+        length, trials, trial_residual, trial_cost, all_finite = jax.lax.while_loop(
+            insufficient,
+            backtrack,
+            (one, jnp.asarray(1, jnp.int32), first_residual, first_cost, jnp.isfinite(first_cost)),
         )
         actual = actual_reduction(problem, point, trial_residual)
         _, found = judged_by_rounding(
@@ -162,7 +166,7 @@ class GaussNewton(Method):
             njev=found.astype(jnp.int32),
             rejected=trials - accepted.astype(jnp.int32),
             failed=~accepted & ~stalled,
-            finite=jnp.isfinite(actual) & jac_finite,
+            finite=jnp.isfinite(actual) & jac_finite & all_finite,
             rounding=rounding,
             at_precision=precision_reached(rounding, stalled, full_prediction, state.point.cost),
         )

@@ -55,12 +55,15 @@ from jaxtyping import Array, Float
 from .. import bounds as box
 from .. import checks
 from ..damping import damping_for_radius, more_radius_update, nielsen_update
+from ..jacobian import MatrixFreeJacobian
 from ..linear import factorize
 from ..problem import FlatProblem
+from ..termination import safe_norm
 from .base import (
     Method,
     Point,
     StepReport,
+    damping_limited,
     jacobian_of,
     judge_trial,
     predicted_reduction,
@@ -209,6 +212,9 @@ class LevenbergMarquardt(Method):
             self.accept_threshold,
             evaluations,
         )
+        if not isinstance(jac, MatrixFreeJacobian):
+            curvature = jnp.square(safe_norm(jac, axis=0) / scale)
+            report = damping_limited(report, jnp.any(damping > curvature))
         if self.damping == "trust_region":
             radius = more_radius_update(
                 state.radius,

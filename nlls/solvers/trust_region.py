@@ -27,7 +27,15 @@ from ..damping import trust_radius_update
 from ..krylov import steihaug
 from ..linear import Krylov, scaled_operator
 from ..problem import FlatProblem
-from .base import RadiusMethod, RadiusState, StepReport, jacobian_of, judge_trial
+from .base import (
+    RadiusMethod,
+    RadiusState,
+    StepReport,
+    damping_limited,
+    jacobian_of,
+    judge_trial,
+    on_boundary,
+)
 
 SUBPROBLEMS = ("steihaug",)
 
@@ -111,6 +119,7 @@ class TrustRegion(RadiusMethod):
             predicted,
             self.accept_threshold,
         )
+        report = damping_limited(report, on_boundary(scaled_step, state.radius))
         radius = trust_radius_update(
             state.radius, ratio, jnp.linalg.norm(scaled_step), report.accepted
         )
