@@ -8,6 +8,7 @@ The checks that need the problem's shapes (``params_dtype``, ``residual_size``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import equinox as eqx
@@ -220,7 +221,11 @@ def positive_int(name: str, value) -> int:
 def byte_budget(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise TypeError(f"max_jacobian_bytes must be a number of bytes, got {value!r}")
-    if not (value > 0 and np.isfinite(value)):
+    try:  # a Python int of any size (np.isfinite refuses one beyond 2**64)
+        finite = math.isfinite(float(value))
+    except OverflowError:
+        finite = False
+    if not (value > 0 and finite):
         raise ValueError(f"max_jacobian_bytes must be positive and finite, got {value!r}")
     return int(value)
 

@@ -153,9 +153,20 @@ def predicted_reduction(point: Point, jac, step: Float[Array, " n"]) -> Float[Ar
     return -(point.grad @ step) - 0.5 * (model_change @ model_change)
 
 
-def initial_radius(factor: float, scale: Float[Array, " n"], params) -> Float[Array, ""]:
-    """``factor · ‖Dθ₀‖`` (``factor`` alone when ``θ₀ = 0``): the first trust radius."""
+def start_size(scale: Float[Array, " n"], params, point: Point) -> Float[Array, ""]:
+    """``max(‖Dθ₀‖, √eps·‖r₀‖)``, or 0 when ``θ₀ = 0``: the size of the start in scaled variables
+    ``y = Dδ``, which have the residual's units. The floor: a start that is nearly but not exactly
+    0 (θ₀ = 1e-11) made the first radius, and LM's first damping, so small that the first step
+    measured nothing and the solve stopped at its start, "converged". (A floor of ``‖r₀‖`` itself
+    let BoxBOD's first step from NIST's first start send its rate to +∞.)"""
     size = jnp.linalg.norm(scale * params)
+    floor = jnp.sqrt(jnp.finfo(params.dtype).eps) * safe_norm(point.residual)
+    return jnp.where(size > 0, jnp.maximum(size, floor), 0.0)
+
+
+def initial_radius(factor: float, scale: Float[Array, " n"], params, point) -> Float[Array, ""]:
+    """``factor · start_size`` (``factor`` alone when ``θ₀ = 0``): the first trust radius."""
+    size = start_size(scale, params, point)
     return (factor * jnp.where(size > 0, size, 1.0)).astype(params.dtype)
 
 
@@ -548,7 +559,9 @@ class RadiusMethod(Method):
         point, jac, plain_jac = start_point(problem, params)
         scale = initial_scale(plain_jac, self.uses_scaling(path))
         factor = factorize(path, jac, point.residual, scale) if self.factorized else None
-        return RadiusState(point, scale, initial_radius(self.initial_radius, scale, params), factor)
+        return RadiusState(
+            point, scale, initial_radius(self.initial_radius, scale, params, point), factor
+        )
 
     def damping_value(self, state: RadiusState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: the trust radius Δ."""

@@ -41,6 +41,7 @@ from .base import (
     StepReport,
     accept_if,
     actual_reduction,
+    damping_limited,
     gradient_ratio,
     jacobian_of,
     judged_by_rounding,
@@ -170,4 +171,6 @@ class GaussNewton(Method):
             rounding=rounding,
             at_precision=precision_reached(rounding, stalled, full_prediction, state.point.cost),
         )
+        # A backtracked step's length is the line search's, not the model's: not a sign of convergence.
+        report = damping_limited(report, length < 1)
         return GNState(point, factor, length), report

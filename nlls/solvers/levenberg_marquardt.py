@@ -69,6 +69,7 @@ from .base import (
     predicted_reduction,
     scale_and_curvature,
     start_point,
+    start_size,
 )
 
 DAMPING_RULES = ("nielsen", "trust_region")
@@ -135,7 +136,7 @@ class LevenbergMarquardt(Method):
         point, jac, plain_jac = start_point(problem, params)
         scale, largest = scale_and_curvature(jac, self.uses_scaling(path), plain_jac)
         damping = self.initial_damping * jnp.where(largest > 0, largest, 1.0)
-        size = jnp.linalg.norm(scale * params)
+        size = start_size(scale, params, point)
         radius = self.initial_radius * jnp.where(size > 0, size, 1.0)
         if self.damping == "nielsen":
             damping = jnp.maximum(damping, self._bounding_damping(point, scale, size))
@@ -149,8 +150,8 @@ class LevenbergMarquardt(Method):
         )
 
     def _bounding_damping(self, point: Point, scale, size) -> Float[Array, ""]:
-        """``‖gₛ‖ / Δ₀`` with ``Δ₀ = initial_radius · ‖Dθ₀‖`` (0 when θ₀ = 0): a damping at which the
-        first step has ``‖Dδ‖ ≤ ‖gₛ‖/λ ≤ Δ₀``.
+        """``‖gₛ‖ / Δ₀`` with ``Δ₀ = initial_radius · max(‖Dθ₀‖, √eps‖r₀‖)`` (0 when θ₀ = 0,
+        ``base.start_size``): a damping at which the first step has ``‖Dδ‖ ≤ ‖gₛ‖/λ ≤ Δ₀``.
 
         A far start's Gauss–Newton step can be many times the parameters' own size and carry a
         parameter where the model goes flat (an exponential rate to +∞: its Jacobian column
