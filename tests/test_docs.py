@@ -217,6 +217,7 @@ def test_demo_runs_every_recipe(capsys, tmp_path):
     assert "target = final train MSE of" in out
 
 
+@pytest.mark.slow  # 25 s: make test-all runs it
 def test_readme_big_models_example_runs():
     """The README's matrix-free, budget and minibatch block: each fit reaches a small training MSE
     on its path, and the minibatch History has one row per epoch."""

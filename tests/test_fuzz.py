@@ -82,13 +82,14 @@ OPTIONS = {
     "gtol": st.one_of(WEIRD, st.floats(0.0, 1e-6)),
     "max_steps": st.one_of(WEIRD, st.integers(0, 300)),
     "max_time": st.one_of(WEIRD, st.floats(1.0, 100.0)),
-    "method": st.one_of(st.sampled_from(METHODS), st.text(max_size=8), WEIRD),
-    "linear": st.one_of(st.sampled_from(("auto", "normal", "min_norm", "krylov")), WEIRD),
-    "jac": st.one_of(st.sampled_from(("auto", "fwd", "rev")), WEIRD),
-    "loss": st.one_of(st.sampled_from(("linear", "soft_l1", "huber")), WEIRD),
+    "method": st.one_of(st.sampled_from(("lm", "dogleg")), st.text(max_size=8), WEIRD),
+    # valid values of options that fix the compiled program: a few, each a new plan
+    "linear": st.one_of(st.sampled_from(("auto", "krylov")), WEIRD),
+    "jac": st.one_of(st.sampled_from(("auto", "rev")), WEIRD),
+    "loss": st.one_of(st.sampled_from(("linear", "huber")), WEIRD),
     "f_scale": st.one_of(st.sampled_from((0.5, 1.0)), st.floats(max_value=0.0), WEIRD),
     "max_jacobian_bytes": st.one_of(st.sampled_from((10**6, 10**9)), WEIRD),
-    "covariance": st.one_of(st.sampled_from((True, False, "absolute")), WEIRD),
+    "covariance": st.one_of(st.sampled_from((False, "absolute")), WEIRD),
 }
 START_COST = 0.5 * float(np.sum(np.asarray(decay(START, X, Y)) ** 2))
 
@@ -137,16 +138,16 @@ _pathological_jacobian = jax.jit(jax.jacfwd(pathological))
 
 @settings(max_examples=400, **SETTINGS)
 @given(
-    structure=st.sampled_from(("vector", "dict")),
-    dtype=st.sampled_from(("float32", "float64")),
+    # a dict of parameters in float32, a vector in float64: four methods each, eight plans
+    layout=st.sampled_from((("dict", "float32"), ("vector", "float64"))),
     method=st.sampled_from(METHODS),
     pathology=st.sampled_from(PATHOLOGIES),
     start=st.lists(st.floats(-3.0, 3.0), min_size=3, max_size=3),
     log_scale=st.floats(-12.0, 12.0),
     parameter=st.floats(0.5, 5.0),
 )
-def test_fuzz_problems(structure, dtype, method, pathology, start, log_scale, parameter):
-    dtype = jnp.dtype(dtype)
+def test_fuzz_problems(layout, method, pathology, start, log_scale, parameter):
+    structure, dtype = layout[0], jnp.dtype(layout[1])
     scale, wall, kink, dependence = 10.0**log_scale, np.inf, 0.0, 1.0
     if pathology == "nan_region":
         wall = parameter
@@ -176,8 +177,8 @@ def test_fuzz_problems(structure, dtype, method, pathology, start, log_scale, pa
         assert not finite_start and "not finite" in str(error), str(error)
         return
     assert finite_start
-    # Stationarity at a reported success is asked in float64; float32 fails it on generated cases
-    # (pinned below as strict xfails), so there only the other properties are asked.
+    # Stationarity at a reported success is asked in float64; in float32 a generated case still
+    # fails it (pinned below as a strict xfail), so there only the other properties are asked.
     plain = pathology == "none" and abs(log_scale) <= 8 and dtype == jnp.float64
     limit = 1e-4 if dtype == jnp.float64 else 1e-2
     _assert_reported_honestly(sol, start_cost, check_stationary=False, limit=limit)
@@ -253,15 +254,28 @@ def test_curve_fit_converges_where_scipy_does_on_a_flat_weighted_fit():
     nlls.curve_fit(lambda x, a, b, c: a * jnp.exp(-b * x) + c, X, y, p0=truth * 0.8, sigma=sigma)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="float32 dogleg from θ₀ = 0 on a residual scaled by 1e-7 reports success where the "
-    "cosine of the rate's column is 0.46 (found by test_fuzz_problems; not fixed yet)",
-)
 def test_float32_dogleg_from_zero_on_a_tiny_residual_stops_at_a_stationary_point():
+    """Found by ``test_fuzz_problems``: from θ₀ = 0 the rate's column vanishes, and its Marquardt
+    scale was a fixed 1; with a residual of 1e-7 the column then sat below the rank cut-off and
+    dogleg reported success at a point where its cosine was 0.46 (``solvers.base.norm_scale``)."""
     args = tuple(jnp.asarray(v, jnp.float32) for v in (X, Y, 1e-7, np.inf, 0.0, 1.0))
     sol = nlls.least_squares(pathological, jnp.zeros(3, jnp.float32), args=args, method="dogleg")
     flat = np.asarray(sol.params, np.float64)
+    jac, residual = _decay_jacobian(jnp.asarray(flat), jnp.asarray(X), jnp.asarray(Y))
+    assert not Status(int(sol.status_code)).converged or np.max(_cosines(jac, residual)) <= 1e-2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="float32 LM from a = 1e-15, b = c = 0 (the rate's column 1e-15 long, so its Marquardt "
+    "scale is tiny): eight rejected steps of 1e11 down to 360, then PRECISION at the start, where "
+    "the cosines are 0.86 (found by test_fuzz_problems; not fixed yet)",
+)
+def test_float32_lm_from_a_nearly_vanishing_column_does_not_stop_at_its_start():
+    args = tuple(jnp.asarray(v, jnp.float32) for v in (X, Y, 1.0, np.inf, 0.0, 1.0))
+    params0 = {"a": jnp.asarray(1e-15, jnp.float32), "rest": jnp.zeros(2, jnp.float32)}
+    sol = nlls.least_squares(pathological, params0, args=args, method="lm")
+    flat = np.asarray(_flat(sol.params), np.float64)
     jac, residual = _decay_jacobian(jnp.asarray(flat), jnp.asarray(X), jnp.asarray(Y))
     assert not Status(int(sol.status_code)).converged or np.max(_cosines(jac, residual)) <= 1e-2
 

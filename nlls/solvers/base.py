@@ -277,9 +277,13 @@ def column_norms(jac) -> Float[Array, " n"]:
 
 
 def norm_scale(norms: Float[Array, " n"]) -> Float[Array, " n"]:
-    """The scale of columns with norms ``norms``: each rounded down to a power of two, 1 for a zero
-    column."""
-    return power_of_two(jnp.where(norms > 0, norms, 1.0))
+    """The scale of columns with norms ``norms``: each rounded down to a power of two; a zero column
+    gets the largest norm (1 when all are zero). A fixed 1 there was not free of units: from a start
+    where a column vanishes (a rate whose amplitude starts at 0) the scale 1 stayed, and a residual
+    of size 1e-7 made that column 1e-8 of the others once it woke up — below the rank cut-off, so
+    the steps never moved that parameter."""
+    fill = jnp.max(norms, initial=0.0)
+    return power_of_two(jnp.where(norms > 0, norms, jnp.where(fill > 0, fill, 1.0)))
 
 
 def power_of_two(positive: Float[Array, " n"]) -> Float[Array, " n"]:
@@ -334,7 +338,7 @@ def scale_and_curvature(
 
 
 def initial_scale(jac, scaling: bool) -> Float[Array, " n"]:
-    """Marquardt scaling ``D = ‖J[:, j]‖`` rounded down to a power of two (1 where a column is zero), or
+    """Marquardt scaling ``D = ‖J[:, j]‖`` rounded down to a power of two (``norm_scale``), or
     ``D = I``."""
     n = jac.shape[1]
     if not scaling:
@@ -347,7 +351,8 @@ def updated_scale(scale: Float[Array, " n"], jac, scaling: bool) -> Float[Array,
     down to a power of two."""
     if not scaling:
         return scale
-    return jnp.maximum(scale, norm_scale(column_norms(jac)))
+    norms = column_norms(jac)
+    return jnp.maximum(scale, jnp.where(norms > 0, norm_scale(norms), 0.0))
 
 
 def refresh(
