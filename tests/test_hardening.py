@@ -344,3 +344,65 @@ def test_kill_9_during_saves_always_leaves_a_checkpoint_that_resumes_to_the_same
         resumed_count += 1
     # Most rounds were killed mid-solve (not after it ended), with a checkpoint on disk.
     assert kills >= 15 and resumed_count >= 15
+
+
+SLOW_SOLVE = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI may ignore SIGINT)
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+import nlls
+
+def heavy(p):
+    # About 10 ms of work per evaluation that leaves the residual unchanged.
+    a = jnp.eye(120) * p[0]
+    w = jax.lax.fori_loop(0, 150, lambda i, w: jnp.tanh(w @ a), jnp.ones((120, 120)))
+    return 1e-300 * jnp.sum(w)
+
+def residual(p):
+    # No minimum: each Gauss-Newton step lowers p by 1 and the cost by e², up to max_steps.
+    return jnp.exp(p) + heavy(p)
+
+p0 = jnp.asarray([10.0])
+options = dict(method="gn", ftol=0.0, xtol=0.0, gtol=0.0)
+nlls.least_squares(residual, p0, max_steps=1, **options)  # compiles the one program
+started = time.perf_counter()
+nlls.least_squares(residual, p0, max_steps=25, **options)
+full = time.perf_counter() - started
+print("ready", flush=True)
+try:
+    nlls.least_squares(residual, p0, max_steps=25, **options)
+    print("finished", full, flush=True)
+except KeyboardInterrupt:
+    print("interrupted", full, time.perf_counter() - float(sys.stdin.readline()), flush=True)
+"""
+
+
+def test_ctrl_c_ends_a_plain_call_while_its_program_runs():
+    """A plain call (no callbacks: one compiled program) raises ``KeyboardInterrupt`` on Ctrl-C
+    while its program still runs (JAX's wait for the result checks for signals), not when the
+    solve has ended. The program runs on to its end, which the iteration cap bounds."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SOLVE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        child.stdin.write(f"{time.perf_counter()}\n")
+        child.stdin.flush()
+        child.send_signal(signal.SIGINT)
+        out, _ = child.communicate(timeout=300)
+    finally:
+        child.kill()
+    outcome, full, latency = out.split()
+    assert outcome == "interrupted"
+    assert float(full) > 1.0  # the uninterrupted solve, for scale
+    assert float(latency) < 0.25 * float(full)
