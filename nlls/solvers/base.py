@@ -44,7 +44,6 @@ from ..termination import (
     gradient_cosines,
     gradient_small,
     resolution,
-    safe_norm,
     tolerated_rise,
 )
 
@@ -84,22 +83,23 @@ def stationary_cosines(problem: FlatProblem, point: Point) -> Float[Array, " n"]
     baselines) the gradient itself, ``|Jᵀr|``, which their ``gtol`` tests."""
     if point.residual is None:
         return jnp.abs(point.grad)
-    residual, jac = point.residual, point.jac
-    if not problem.loss.linear:
+    jac = point.jac
+    if problem.loss.linear:
+        residual_norm = jnp.sqrt(2.0 * point.cost)  # ½‖r‖², already summed
+    else:
         # The cosines of the weighted problem J_w = diag(√ρ') J, r_w = √ρ' ∘ r, whose J_wᵀr_w is
         # the robust gradient too: r̃ itself is r·ρ'/s with s as small as √eps for an outlier, which
         # would make every cosine look tiny.
         factor, rows = problem.loss.correction(point.plain)
         weights = jnp.sqrt(factor * rows)
-        residual = weights * point.plain
+        residual_norm = jnp.linalg.norm(weights * point.plain)
         jac = None if jac is None else (weights / rows)[:, None] * jac
     if jac is None:
-        return gradient_cosines(problem.stationarity(point.params, point.grad), residual, None)
-    if problem.bounds is None:
-        return gradient_cosines(None, residual, jac)
-    columns = safe_norm(jac, axis=0)
+        grad = problem.stationarity(point.params, point.grad)
+        return gradient_cosines(grad, residual_norm, 1.0)
+    columns = column_norms(jac)
     grad = problem.stationarity(point.params, point.grad, columns * columns)
-    return gradient_cosines(grad, residual, jac)
+    return gradient_cosines(grad, residual_norm, columns)
 
 
 def jacobian_of(problem: FlatProblem, point: Point):
@@ -160,7 +160,7 @@ def start_size(scale: Float[Array, " n"], params, point: Point) -> Float[Array, 
     measured nothing and the solve stopped at its start, "converged". (A floor of ``‖r₀‖`` itself
     let BoxBOD's first step from NIST's first start send its rate to +∞.)"""
     size = jnp.linalg.norm(scale * params)
-    floor = jnp.sqrt(jnp.finfo(params.dtype).eps) * safe_norm(point.residual)
+    floor = jnp.sqrt(jnp.finfo(params.dtype).eps) * jnp.linalg.norm(point.residual)
     return jnp.where(size > 0, jnp.maximum(size, floor), 0.0)
 
 

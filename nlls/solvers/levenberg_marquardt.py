@@ -58,11 +58,11 @@ from ..damping import damping_for_radius, more_radius_update, nielsen_update
 from ..jacobian import MatrixFreeJacobian
 from ..linear import factorize
 from ..problem import FlatProblem
-from ..termination import safe_norm
 from .base import (
     Method,
     Point,
     StepReport,
+    column_norms,
     damping_limited,
     jacobian_of,
     judge_trial,
@@ -214,7 +214,7 @@ class LevenbergMarquardt(Method):
             evaluations,
         )
         if not isinstance(jac, MatrixFreeJacobian):
-            curvature = jnp.square(safe_norm(jac, axis=0) / scale)
+            curvature = jnp.square(column_norms(jac) / scale)
             report = damping_limited(report, jnp.any(damping > curvature))
         if self.damping == "trust_region":
             radius = more_radius_update(
