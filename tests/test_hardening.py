@@ -378,6 +378,7 @@ except KeyboardInterrupt:
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_plain_call_while_its_program_runs():
     """A plain call (no callbacks: one compiled program) raises ``KeyboardInterrupt`` on Ctrl-C
     while its program still runs (JAX's wait for the result checks for signals), not when the

@@ -86,7 +86,11 @@ def _stepper(method, path):
     def step(problem, state):
         return method.step(problem, path, state)
 
-    return step
+    @eqx.filter_jit
+    def init(problem, params):  # compiled: run op by op, the start took most of the test's time
+        return method.init(problem, path, params)
+
+    return init, step
 
 
 _STEPPERS = {}
@@ -123,8 +127,8 @@ def test_every_accepted_step_decreases_the_cost(shape, seed, method):
     key = (shape, method)
     if key not in _STEPPERS:
         _STEPPERS[key] = _stepper(solver, path)
-    step = _STEPPERS[key]
-    state = solver.init(problem, path, jnp.asarray(rng.standard_normal(n)))
+    init, step = _STEPPERS[key]
+    state = init(problem, jnp.asarray(rng.standard_normal(n)))
     accepted_any = False
     for _ in range(15):
         before = float(state.point.cost)
@@ -157,7 +161,7 @@ def test_gauss_newton_reports_an_exhausted_line_search_and_keeps_the_point():
     problem = FlatProblem(random_residual, tuple(map(jnp.asarray, data)), lambda p: p, "rev")
     state = solver.init(problem, "min_norm", jnp.asarray(rng.standard_normal(n)))
     before = state.point
-    state, report = _stepper(solver, "min_norm")(problem, state)
+    state, report = _stepper(solver, "min_norm")[1](problem, state)
     assert bool(report.failed) and not bool(report.accepted)
     assert float(report.step_norm) > 1e5
     assert float(state.point.cost) == float(before.cost)
