@@ -90,7 +90,7 @@ def train(
 ) -> Solution:
     """Minimise ``½‖residual(params, *args, *data)‖²`` over minibatches of the samples in ``data``.
 
-    ``method`` is ``"lm"`` (``StochasticLM``), ``"adam"``, ``"sgd"`` or an optax
+    ``method`` is ``"lm"`` (``StochasticLM``; ``"auto"`` chooses it), ``"adam"``, ``"sgd"`` or an optax
     ``GradientTransformation`` (``MinibatchFirstOrder``);
     ``residual(params, *args, *batch)`` returns the 1-D residuals of the samples in ``batch``
     (``data``, a tuple of pytrees of arrays with the N samples along the leading axis, indexed
@@ -112,6 +112,9 @@ def train(
         >>> print(jnp.round(sol.params, 6), sol.stats.linear)
         [ 3. -1.] normal
     """
+    reason = ""
+    if method == "auto":  # nothing in a batch tells noise from misfit: nlls's default, minibatch LM
+        method, reason = "lm", "auto: minibatch Levenberg–Marquardt (with batch_size)"
     if checks.is_optax_transformation(method):
         if options:
             raise ValueError(
@@ -164,7 +167,7 @@ def train(
     )
     if any(isinstance(callback, History) for callback in callbacks):
         callbacks = (*callbacks, _EpochColumn(per_epoch))
-    setup = Setup(method=configured, jac=jac, linear=linear, batch_size=batch_size)
+    setup = Setup(method=configured, jac=jac, linear=linear, batch_size=batch_size, choice=reason)
     every = min(callback_every * per_epoch, checks.INT32_MAX)
     by_epochs = epochs is not None and (max_steps is None or epochs * per_epoch <= max_steps)
     exhausted = Status.MAX_EPOCHS if by_epochs else Status.MAX_STEPS

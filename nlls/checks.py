@@ -22,10 +22,10 @@ from .problem import describe_leaves
 
 INT32_MAX = int(np.iinfo(np.int32).max)
 
-LEAST_SQUARES_METHODS = ("lm", "gn", "dogleg", "trust_region")
+LEAST_SQUARES_METHODS = ("auto", "lm", "gn", "dogleg", "trust_region")
 FIRST_ORDER_METHODS = ("adam", "sgd", "lbfgs")
 _IN_WORDS = {
-    LEAST_SQUARES_METHODS: "'lm', 'gn', 'dogleg', 'trust_region' (least squares) or a configured "
+    LEAST_SQUARES_METHODS: "'auto', 'lm', 'gn', 'dogleg', 'trust_region' (least squares) or a configured "
     "solver such as nlls.LevenbergMarquardt(geodesic=True)",
     FIRST_ORDER_METHODS: "'adam', 'sgd', 'lbfgs' (first-order, nlls.baselines) or any optax "
     "GradientTransformation such as optax.adam(1e-3)",

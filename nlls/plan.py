@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import checks, implicit, loop, uncertainty
+from . import checks, choice, implicit, loop, uncertainty
 from .bounds import active, flat_bounds
 from .driver import Run, pack_snapshot, refuse_traced, run_plan
 from .fingerprint import digest, keyed, unkeyed
@@ -63,6 +63,8 @@ class Setup:
             linear loss, ``½‖r‖²``, by default.
         check_jac: whether ``Plan.check`` compares a ``jac`` function with the residual's
             derivative (``checks.user_jacobian_values``; skipped for a function marked ``exact``).
+        choice: why ``method`` was chosen, when ``method="auto"`` chose it (``nlls.choice``);
+            ``Stats.choice``.
     """
 
     method: Method
@@ -73,6 +75,7 @@ class Setup:
     covariance: str | None = None
     loss: Loss = LINEAR
     check_jac: bool = True
+    choice: str = ""
 
     def __post_init__(self):
         if not (isinstance(self.linear, Krylov) or self.linear in LINEAR_PATHS):
@@ -279,6 +282,9 @@ class Plan:
             path, chunk = plan_memory(setup.linear, jac_mode, probe, flat0, m, n, budget)
             if isinstance(path, Krylov):
                 jac_mode = "fwd+rev"  # products of both kinds, from the residual itself
+        if setup.choice == choice.PENDING:  # method="auto": chosen now that the shapes are known
+            method, reason = choice.automatic(self.key.bounded, m, n, path)
+            self.setup = setup = dataclasses.replace(setup, method=method, choice=reason)
         self.checked.update(path=path, chunk=chunk, jac_mode=jac_mode, samples=samples)
         if method.checkpointable:
             self.checked["signature"] = _describe_problem(
@@ -439,6 +445,7 @@ class Plan:
                 jac=self.checked["jac_mode"],
                 method=self.method.label,
                 loss=self.setup.loss.label,
+                choice=self.setup.choice,
             ),
             covariance=covariance,
             active_bounds=active_bounds,

@@ -22,7 +22,8 @@ class Stats(eqx.Module):
     ``jac``: how the Jacobian was obtained, ``"fwd"``, ``"rev"``, ``"user"`` (a Jacobian function,
     e.g. ``fit``'s per-sample one) or ``"fwd+rev"`` (matrix-free products of both kinds); ``method``:
     the method that ran (``"LevenbergMarquardt"``, ``"adam"``, …); ``loss``: the loss of the cost
-    (``"linear"``, or a robust one with its scale, ``"huber (f_scale=0.1)"``; ``nlls.losses``).
+    (``"linear"``, or a robust one with its scale, ``"huber (f_scale=0.1)"``; ``nlls.losses``);
+    ``choice``: why ``method="auto"`` ran this method (``nlls.choice``), empty otherwise.
     """
 
     steps: Int[Array, ""]
@@ -33,6 +34,7 @@ class Stats(eqx.Module):
     jac: str = eqx.field(static=True)
     method: str = eqx.field(static=True, default="")
     loss: str = eqx.field(static=True, default="linear")
+    choice: str = eqx.field(static=True, default="")
 
 
 class Solution(eqx.Module):
@@ -249,6 +251,8 @@ def _describe(sol: Solution) -> str:
             f"nfev={int(stats.nfev)}, njev={int(stats.njev)}, method {stats.method or '?'}, "
             f"linear {stats.linear}, jac {stats.jac}"
         )
+        if stats.choice:
+            lines.append(f"  choice:   {stats.choice}")
         return "\n".join(lines)
     # A batch of solves (after vmap): counts of each status and the spread of the values.
     names, counts = np.unique(codes.ravel(), return_counts=True)

@@ -10,13 +10,14 @@ from typing import Any
 import equinox as eqx
 import numpy as np
 
-from . import checks, plan
+from . import checks, choice, plan
 from .callbacks import StepInfo
 from .driver import Run
 from .linear import Krylov
 from .plan import Setup
 from .result import Solution
 from .solvers import Dogleg, GaussNewton, LevenbergMarquardt, TrustRegion
+from .solvers.base import Method
 from .termination import Tolerances
 
 METHODS = {
@@ -59,7 +60,8 @@ def least_squares(
         args: extra arguments passed to ``residual`` (data, usually); arrays here are traced, not
             baked into the compiled program; other values (Python numbers, strings) are static, and
             a new value compiles anew.
-        method: ``"lm"`` (Levenberg–Marquardt), ``"gn"`` (Gauss–Newton with line search),
+        method: ``"auto"`` (chosen for the problem by measured rules, ``nlls.choice``; the reason
+            is ``sol.stats.choice``), ``"lm"`` (Levenberg–Marquardt), ``"gn"`` (Gauss–Newton with line search),
             ``"dogleg"``, ``"trust_region"`` (Steihaug–Toint CG), or a configured solver object such as ``nlls.LevenbergMarquardt(geodesic=True)``.
         jac: ``"auto"`` (forward mode when ``n ≤ m``, reverse mode otherwise), ``"fwd"``, ``"rev"``, or
             a function ``jac(params, *args)`` returning the ``(m, n)`` Jacobian of the flattened residual
@@ -167,8 +169,9 @@ def least_squares(
         >>> jax.grad(rate)(y).shape
         (20,)
     """
+    method, reason = _resolve_method(method)
     setup = Setup(
-        method=_resolve_method(method),
+        method=method,
         jac=jac,
         linear=linear,
         max_jacobian_bytes=(
@@ -177,6 +180,7 @@ def least_squares(
         covariance=_covariance_kind(covariance),
         loss=checks.loss(loss, f_scale),
         check_jac=checks.flag("check_jac", check_jac),
+        choice=reason,
     )
     max_steps = checks.step_limit("max_steps", max_steps)
     run = Run(max_steps, callbacks, callback_every, max_time, resume)
@@ -203,7 +207,10 @@ def _default(name: str):
     return METHODS[name]()
 
 
-def _resolve_method(method):
+def _resolve_method(method) -> tuple[Method, str]:
+    """The solver object for ``method``, and why it was chosen when ``method="auto"`` (else "")."""
+    if isinstance(method, str) and method == choice.AUTO:  # chosen by Plan.check from the shapes
+        return choice.placeholder(), choice.PENDING
     if isinstance(method, str):
         if method in checks.FIRST_ORDER_METHODS:
             raise ValueError(
@@ -212,10 +219,10 @@ def _resolve_method(method):
                 f"nlls.fit(..., method={method!r}); least_squares takes {tuple(METHODS)} or a "
                 "solver object such as nlls.LevenbergMarquardt()"
             )
-        checks.method_name(method, tuple(METHODS))
-        return _default(method)
+        checks.method_name(method, (choice.AUTO, *METHODS))
+        return _default(method), ""
     if isinstance(method, LevenbergMarquardt | GaussNewton | Dogleg | TrustRegion):
-        return method
+        return method, ""
     raise TypeError(
         f"method must be a name or a solver object such as nlls.LevenbergMarquardt(), got {method!r}"
     )
