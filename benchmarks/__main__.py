@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import (  # noqa: E402
     callbacks,
+    choice,
     curvefit,
     implicit,
     latency,
@@ -107,6 +108,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = curvefit.run(verbose=verbose, batch=1000 if args.quick else curvefit.BATCH)
     elif suite == "training":
         result = training.run(verbose=verbose)
+    elif suite == "choice":
+        result = choice.run(verbose=verbose)
     elif suite == "callbacks":
         result = callbacks.run(repeats=repeats_for(suite, args), verbose=verbose)
     elif suite == "stochastic":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks import (
     callbacks,
+    choice,
     curvefit,
     implicit,
     latency,
@@ -36,6 +37,7 @@ SUITE_MODULES = {
     "curvefit": curvefit,
     "mlp": mlp,
     "training": training,
+    "choice": choice,
     "callbacks": callbacks,
     "stochastic": stochastic,
     "scale": scale,
