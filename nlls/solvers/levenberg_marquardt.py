@@ -230,17 +230,7 @@ class LevenbergMarquardt(Method):
             new_damping, growth = damping, state.damping_growth
         else:
             radius = state.radius
-            new_damping, growth = nielsen_update(
-                damping, state.damping_growth, ratio, report.accepted
-            )
-            # A step accepted at the rounding level: the cost is within rounding of its minimum
-            # and the model is trusted, so the damping only slows the last digits (the error along
-            # J's smallest singular directions shrinks by λ/(σ² + λ) a step): drop it to √eps·λ,
-            # which makes the next steps Gauss–Newton steps.
-            eps = jnp.finfo(damping.dtype).eps
-            new_damping = jnp.where(
-                report.rounding & report.accepted, jnp.sqrt(eps) * damping, new_damping
-            )
+            new_damping, growth = _nielsen(damping, state.damping_growth, ratio, report)
 
         return LMState(new_point, new_scale, new_factor, new_damping, growth, radius), report
 
@@ -275,13 +265,21 @@ class LevenbergMarquardt(Method):
             self.accept_threshold,
             column=lambda new, new_scale: _column(problem, new, new_scale),
         )
-        new_damping, growth = nielsen_update(damping, state.damping_growth, ratio, report.accepted)
-        eps = jnp.finfo(damping.dtype).eps
-        new_damping = jnp.where(
-            report.rounding & report.accepted, jnp.sqrt(eps) * damping, new_damping
-        )
+        new_damping, growth = _nielsen(damping, state.damping_growth, ratio, report)
         new_state = LMState(new_point, new_scale, new_factor, new_damping, growth, state.radius)
         return new_state, report
+
+
+def _nielsen(damping, growth, ratio, report: StepReport):
+    """Nielsen's update of ``(λ, ν)`` after a trial (``nlls.damping.nielsen_update``). After a step
+    accepted at the rounding level the cost is within rounding of its minimum and the model is
+    trusted, so the damping only slows the last digits (the error along J's smallest singular
+    directions shrinks by λ/(σ² + λ) a step): it drops to √eps·λ, which makes the next steps
+    Gauss–Newton steps."""
+    new_damping, growth = nielsen_update(damping, growth, ratio, report.accepted)
+    eps = jnp.finfo(damping.dtype).eps
+    rounded = report.rounding & report.accepted
+    return jnp.where(rounded, jnp.sqrt(eps) * damping, new_damping), growth
 
 
 def _column(problem: FlatProblem, point: Point, scale):
