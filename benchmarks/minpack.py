@@ -40,6 +40,7 @@ SETTINGS = {
         f"method=LevenbergMarquardt(damping='trust_region'), ftol=xtol={TOL:.3g}, gtol=0, "
         "max_steps=100(n+1)"
     ),
+    "nlls auto": f"method='auto', ftol=xtol={TOL:.3g}, gtol=0, max_steps=100(n+1)",
     "scipy lm": f"method='lm', jac=jacfwd, ftol=xtol={TOL:.3g}, gtol=eps, max_nfev=100(n+1)",
 }
 
@@ -64,6 +65,7 @@ def solvers(n: int) -> list:
             gtol=0.0,
             max_steps=budget,
         ),
+        Nlls("auto", ftol=TOL, xtol=TOL, gtol=0.0, max_steps=budget),
         Scipy("lm", ftol=TOL, xtol=TOL, gtol=EPS, max_nfev=budget),
     ]
 

@@ -47,6 +47,7 @@ SETTINGS = {
         f"method=LevenbergMarquardt(damping='trust_region'), ftol=xtol=gtol={TIGHT:g}, "
         f"max_steps={BUDGET}"
     ),
+    "nlls auto": f"method='auto', ftol=xtol=gtol={TIGHT:g}, max_steps={BUDGET}",
     "scipy lm": f"method='lm', jac=jacfwd, ftol=xtol=gtol={TIGHT:g}, max_nfev={BUDGET}",
     "scipy trf": f"method='trf', jac=jacfwd, ftol=xtol=gtol={TIGHT:g}, max_nfev={BUDGET}",
     "optimistix LevenbergMarquardt": (
@@ -68,6 +69,7 @@ def solvers() -> list[Any]:
             max_steps=BUDGET,
             **tight,
         ),
+        Nlls("auto", max_steps=BUDGET, **tight),
         Scipy("lm", max_nfev=BUDGET, **tight),
         Scipy("trf", max_nfev=BUDGET, **tight),
         Optimistix("lm", rtol=OPTIMISTIX_TOL, atol=OPTIMISTIX_TOL, max_steps=BUDGET),
