@@ -327,7 +327,10 @@ def finite(name: str, value) -> None:
     """Data without NaN or inf (an array of numbers; traced values and integers pass)."""
     if isinstance(value, jax.core.Tracer) or not jnp.issubdtype(value.dtype, jnp.inexact):
         return
-    bad = int(np.size(value) - np.count_nonzero(np.isfinite(np.asarray(value))))
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:  # spread over processes
+        bad = int(_count_nonfinite(value))
+    else:
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(np.asarray(value))))
     if bad:
         raise ValueError(
             f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''}: remove or impute "
@@ -335,11 +338,21 @@ def finite(name: str, value) -> None:
         )
 
 
+@jax.jit
+def _count_nonfinite(value):
+    return jnp.sum(~jnp.isfinite(value))
+
+
 def weights(value, shape: tuple, dtype, data: str):
     """Finite non-negative weights as ``dtype``, broadcast to ``shape``, the shape of ``data``."""
     value = jnp.asarray(value, dtype)
     finite("weights", value)
-    if np.any(np.asarray(value) < 0):
+    negative = (
+        bool(jnp.any(value < 0))
+        if isinstance(value, jax.Array) and not value.is_fully_addressable
+        else np.any(np.asarray(value) < 0)
+    )
+    if negative:
         raise ValueError("weights must be non-negative")
     try:
         return jnp.broadcast_to(value, shape)

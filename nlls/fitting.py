@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checks
+from . import checks, sharding
 from .bounds import is_scalar
 from .callbacks import Checkpoint, History, Metrics, StepInfo
 from .result import Solution
@@ -210,6 +210,7 @@ def fit(
     seed: int | None = None,
     loss: str | Callable[[Any], Any] = "linear",
     f_scale: float = 1.0,
+    mesh: jax.sharding.Mesh | None = None,
     **solver_options,
 ) -> FitResult:
     """Fit ``model`` to samples ``(x, y)`` by least squares.
@@ -261,6 +262,14 @@ def fit(
             for the least-squares methods on the whole data set. The first-order baselines and
             minibatch training minimise the plain mean squared error and refuse any loss but
             ``"linear"``.
+        mesh: a ``jax.sharding.Mesh``: the samples (``x``, ``y``, ``weights``, ``val``) are
+            split over its ``"data"`` axis (or its only axis), as many to each device, and the
+            fit runs on all of them as one program (``nlls.sharding``): the residual and the
+            Jacobian stay split by rows, and only sums over samples (``JᵀJ``, ``Jᵀr``, norms) cross
+            devices. The number of samples (and ``batch_size``) must be a multiple of that
+            axis's size. Arrays already placed so (``jax.make_array_from_process_local_data``
+            in a multi-process run) are used as they are. The parameters are the same as on one
+            device, to rounding. ``None`` (default): the data stay where they are.
         solver_options: passed on (``ftol``, ``xtol``, ``gtol``, ``linear``, ``max_time``;
             ``bounds=(lower, upper)`` for ``"lm"``, each side a scalar or shaped like the model
             (an equinox module, or the ``params`` of a pair ``(fn, params)``) — see
@@ -323,6 +332,8 @@ def fit(
     params0, frozen = eqx.partition(module, trainable)
     dtype = _trainable_dtype(params0)
     x, y, weights = _check_data(module, x, y, weights, dtype, "")
+    if mesh is not None:
+        x, y, weights, val = _shard(mesh, x, y, weights, val, batch_size)
     outputs = int(np.prod(y.shape[1:]))  # per sample: the model's output size, as checked
     validation = None
     if val is not None:
@@ -393,6 +404,23 @@ def fit(
         model = (model.fn, model.params)
         solution = eqx.tree_at(lambda s: s.params, solution, solution.params.params)
     return FitResult(model=model, solution=solution, history=recorder)
+
+
+def _shard(mesh, x, y, weights, val, batch_size):
+    """The data split by samples over the mesh's data axis (``nlls.sharding``)."""
+    axis = sharding.data_axis(mesh)
+    count = int(mesh.shape[axis])
+    if batch_size is not None and batch_size % count:
+        raise ValueError(
+            f"batch_size={batch_size} is not a multiple of the {count} devices of the mesh axis "
+            f"{axis!r}: each device draws an equal part of every batch from its own samples"
+        )
+    x, y = sharding.shard_samples((x, y), mesh, axis, "x, y")
+    if weights is not None:
+        weights = sharding.shard_samples(weights, mesh, axis, "weights")
+    if val is not None:
+        val = tuple(sharding.shard_samples(tuple(val), mesh, axis, "val"))
+    return x, y, weights, val
 
 
 def _traced(tree) -> bool:

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 from jaxtyping import Array, Float
 
+from . import sharding
 from .krylov import damped_cgls
 
 LINEAR_PATHS = ("auto", "normal", "min_norm", "krylov")
@@ -209,6 +210,7 @@ class MinNormStep(eqx.Module):
     gram: Float[Array, "m m"]
     residual: Float[Array, " m"]
     scale: Float[Array, " n"]
+    layout: sharding.Rows | None = eqx.field(static=True, default=None)
 
     def step(self, jac: Float[Array, "m n"], damping) -> Float[Array, " n"]:
         """``δ = −D⁻²Jᵀ (J D⁻² Jᵀ + λI)⁻¹ r`` for the factorised residual."""
@@ -220,6 +222,8 @@ class MinNormStep(eqx.Module):
         if jnp.ndim(damping) == 1:
             scaled = jac / self.scale
             weighted = scaled / damping
+            if self.layout is not None:
+                scaled, weighted = (self.layout.by_columns(a) for a in (scaled, weighted))
             z = _damped_spd_solve(weighted @ scaled.T, rhs, 1.0)
             return -(weighted.T @ z) / self.scale
         z = _damped_spd_solve(self.gram, rhs, damping)
@@ -279,22 +283,25 @@ class _ScaledTranspose:
         return (self.scaled.jac.T @ vector) / self.scaled.scale
 
 
-def factorize(path, jac, residual: Float[Array, " m"], scale: Float[Array, " n"]):
+def factorize(path, jac, residual: Float[Array, " m"], scale: Float[Array, " n"], layout=None):
     """The factorisation of ``Jₛ = J D⁻¹`` (with the residual ``r``) that ``path`` uses; ``None``
-    for ``path=None`` (a method that needs none, such as Steihaug's trust region)."""
+    for ``path=None`` (a method that needs none, such as Steihaug's trust region). ``layout``: how
+    the rows are sharded over devices (``nlls.sharding.Rows``), or ``None``."""
     if path is None:
         return None
     if isinstance(path, Krylov):
         return KrylovStep(residual=residual, scale=scale, settings=path)
     scaled = jac / scale
     if path == "min_norm":
-        return MinNormStep(gram=scaled @ scaled.T, residual=residual, scale=scale)
+        return MinNormStep(
+            gram=sharding.gram_rows(scaled, layout), residual=residual, scale=scale, layout=layout
+        )
     m, n = jac.shape
     if n <= QR_MAX_N:
         augmented = jnp.concatenate([scaled, residual[:, None]], axis=1)
         # Zero rows change neither JᵀJ nor Jᵀr; they make R square when J is wide.
         augmented = jnp.pad(augmented, ((0, max(n + 1 - m, 0)), (0, 0)))
-        reduced = jnp.linalg.qr(augmented, mode="r")
+        reduced = sharding.qr_r(augmented, layout)
         return QRStep(r=reduced[:n, :n], projected=reduced[:n, n], scale=scale)
     return NormalGramStep(gram=scaled.T @ scaled, scaled_gradient=scaled.T @ residual, scale=scale)
 

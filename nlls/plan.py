@@ -39,6 +39,7 @@ from .losses import LINEAR, Loss
 from .memory import default_jacobian_bytes, plan_memory
 from .problem import FlatProblem, Samples
 from .result import Solution, Stats
+from .sharding import Rows, layout_of
 from .solvers.base import Method
 from .termination import Tolerances, succeeded
 
@@ -118,6 +119,7 @@ class PlanKey(NamedTuple):
     static_args: tuple
     data: Any  # signature of the data
     bounded: bool = False
+    layout: Rows | None = None  # how the arguments' rows are sharded (nlls.sharding)
 
 
 def solve(
@@ -148,6 +150,7 @@ def solve(
         tuple(keyed(leaf) for leaf in static),
         None if data is None else signature(data),
         bounds is not None,
+        layout_of((dynamic, data)),
     )
     try:
         plan = _cached_plan(plan_key)
@@ -301,7 +304,12 @@ class Plan:
         flat0, unravel = ravel_pytree(params0)
         samples = checked["samples"]
         if samples is not None:
-            samples = dataclasses.replace(samples, data=inputs.data, key=inputs.key)
+            layout = self.key.layout
+            shards = 1 if layout is None else layout.count
+            per_shard = samples.count % shards == 0 and samples.batch % shards == 0
+            samples = dataclasses.replace(
+                samples, data=inputs.data, key=inputs.key, layout=layout if per_shard else None
+            )
         problem = FlatProblem(
             self.residual,
             tuple(self.assemble(inputs.args)),
@@ -313,6 +321,7 @@ class Plan:
             samples=samples,
             bounds=inputs.bounds,
             loss=self.setup.loss,
+            layout=self.key.layout,
         )
         method = eqx.combine(inputs.method, self.method)
         return problem, method, inputs.tol.clipped(self.dtype), flat0, unravel

@@ -25,18 +25,26 @@ from .jacobian import (
     value_and_second_directional,
 )
 from .losses import LINEAR, Loss
+from .sharding import Rows
 
 
 class Samples(eqx.Module):
     """The data of a minibatch run: ``count`` samples along the leading axis of every leaf of
     ``data``, ``per_sample`` residuals each, drawn ``batch`` at a time from permutations seeded by
-    ``key`` (a ``jax.random`` key)."""
+    ``key`` (a ``jax.random`` key). ``layout``: the samples are sharded over devices
+    (``nlls.sharding.Rows``, its count dividing ``count`` and ``batch``) and each device draws
+    its part of a batch from its own samples; ``None`` otherwise."""
 
     data: Any
     key: Any
     count: int = eqx.field(static=True)
     batch: int = eqx.field(static=True)
     per_sample: int = eqx.field(static=True)
+    layout: Rows | None = eqx.field(static=True, default=None)
+
+    @property
+    def shards(self) -> int:
+        return 1 if self.layout is None else self.layout.count
 
     @property
     def residuals(self) -> int:  # m
@@ -51,8 +59,19 @@ class Samples(eqx.Module):
         return self.count // self.batch
 
     def take(self, indices):
-        """The samples at ``indices`` (every leaf indexed alike)."""
-        return jax.tree_util.tree_map(lambda leaf: leaf[indices], self.data)
+        """The samples at ``indices`` (every leaf indexed alike): global indices ``(B,)``, or per
+        shard ``(D, B/D)`` indices into each shard's own samples (the batch then stays sharded,
+        each device gathering from its own rows)."""
+        if indices.ndim == 1:
+            return jax.tree_util.tree_map(lambda leaf: leaf[indices], self.data)
+        layout = self.layout
+
+        def local(leaf):
+            blocks = layout.by_rows(leaf.reshape(layout.count, -1, *leaf.shape[1:]))
+            picked = jax.vmap(lambda block, rows: block[rows])(blocks, indices)
+            return layout.by_rows(picked.reshape(-1, *leaf.shape[1:]))
+
+        return jax.tree_util.tree_map(local, self.data)
 
 
 class FlatProblem(eqx.Module):
@@ -66,6 +85,7 @@ class FlatProblem(eqx.Module):
     ``samples``: the data of a minibatch run, which ``residual_fn`` takes after ``args``
     (``residual_fn(params, *args, *batch)``); ``on(batch)`` is the problem of one batch.
     ``bounds``: ``(lower, upper)`` flat arrays (``±inf`` for none), or ``None`` (``nlls.bounds``).
+    ``layout``: how the rows are sharded over devices (``nlls.sharding.Rows``), or ``None``.
     ``loss``: the cost is ``½ Σ C² ρ((rᵢ/C)²)`` (``nlls.losses``); ``model`` gives the corrected
     residual and Jacobian a step is solved on, and ``operator`` and ``second_directional`` are those
     of the corrected model. ``evaluate``, ``linearize`` and ``jacobian`` give ``r`` and ``J``
@@ -82,6 +102,7 @@ class FlatProblem(eqx.Module):
     samples: Samples | None = None
     bounds: tuple[Array, Array] | None = None
     loss: Loss = eqx.field(static=True, default=LINEAR)
+    layout: Rows | None = eqx.field(static=True, default=None)
 
     def stationarity(
         self, params: Float[Array, " n"], grad: Float[Array, " n"], curvature=1.0
@@ -152,6 +173,7 @@ class FlatProblem(eqx.Module):
             self.jac_mode,
             self.user_jac,
             loss=self.loss,
+            layout=self.layout,
         )
 
     def operator(self, params: Float[Array, " n"]) -> MatrixFreeJacobian:

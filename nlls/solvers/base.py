@@ -374,7 +374,7 @@ def refresh(
     point, jac = point_of(problem, params, residual, plain_jac)
     new_scale = updated_scale(scale, plain_jac, scaling)
     factor_scale = new_scale if column is None else column(point, new_scale)
-    return point, new_scale, factorize(path, jac, point.residual, factor_scale)
+    return point, new_scale, factorize(path, jac, point.residual, factor_scale, problem.layout)
 
 
 def accept_if(
@@ -563,7 +563,9 @@ class RadiusMethod(Method):
     def init(self, problem: FlatProblem, path, params) -> RadiusState:
         point, jac, plain_jac = start_point(problem, params)
         scale = initial_scale(plain_jac, self.uses_scaling(path))
-        factor = factorize(path, jac, point.residual, scale) if self.factorized else None
+        factor = (
+            factorize(path, jac, point.residual, scale, problem.layout) if self.factorized else None
+        )
         return RadiusState(
             point, scale, initial_radius(self.initial_radius, scale, params, point), factor
         )

@@ -82,7 +82,7 @@ class GaussNewton(Method):
         point, jac, _ = start_point(problem, params)
         unit = jnp.ones(params.shape, params.dtype)
         one = jnp.ones((), params.dtype)
-        return GNState(point, factorize(path, jac, point.residual, unit), one)
+        return GNState(point, factorize(path, jac, point.residual, unit, problem.layout), one)
 
     def damping_value(self, state: GNState) -> Float[Array, ""]:
         """What ``StepInfo.damping`` reports: the last line-search step length α (no damping)."""

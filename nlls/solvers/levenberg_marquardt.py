@@ -143,7 +143,9 @@ class LevenbergMarquardt(Method):
         return LMState(
             point=point,
             scale=scale,
-            factor=factorize(path, jac, point.residual, _column(problem, point, scale)),
+            factor=factorize(
+                path, jac, point.residual, _column(problem, point, scale), problem.layout
+            ),
             damping=damping.astype(params.dtype),
             damping_growth=jnp.asarray(2.0, dtype=params.dtype),
             radius=radius.astype(params.dtype),

@@ -19,6 +19,14 @@ next epoch, so which samples are dropped changes from epoch to epoch, and with `
 every sample is used exactly once per epoch. An *iteration* is one batch, accepted or not; the budget
 (``max_steps``) counts iterations.
 
+Sharded data (``fit(..., mesh=...)``: the samples split over ``D`` devices, ``D`` dividing ``N`` and
+``B``). Each device then draws its own part of every batch from its own samples: each epoch, ``D``
+permutations of the ``N/D`` local indices (one key per device, split from the epoch's key), and
+batch ``j`` takes ``B/D`` consecutive entries of each. A batch is gathered on each device from its
+own shard, so no sample crosses a device; each epoch still uses every sample once when ``B``
+divides ``N``. The stream differs from the one-device stream (which permutes all ``N`` at once), so
+a sharded minibatch run is reproducible for a given ``D`` and seed, not equal to the one-device run.
+
 Stochastic Levenberg–Marquardt (Bergou, Diouane, Kungurtsev & Royer 2021, "A stochastic
 Levenberg–Marquardt method using random models with complexity results", SIAM/ASA J. Uncertainty
 Quantification, arXiv:1807.02176, Algorithm 1), with the model and both function estimates taken on
@@ -90,16 +98,22 @@ class Batches(eqx.Module):
     epoch's permutation of the sample indices, and the number of batches already taken from it."""
 
     key: Any  # a jax.random key
-    permutation: Int[Array, " N"]
+    permutation: Int[Array, " N"] | Int[Array, "D N/D"]  # per shard: each device's own
     position: Int[Array, ""]
     epoch: Int[Array, ""]  # 0 for the first permutation
 
 
-def first_batches(key, samples: int) -> Batches:
+def first_batches(key, samples: int, shards: int = 1) -> Batches:
     """The permutation of epoch 0 from ``key`` (split once: one half for the permutation, the other
-    kept for the next epochs)."""
+    kept for the next epochs); with ``shards > 1``, one permutation of the ``samples/shards``
+    local indices per shard (shape ``(shards, samples/shards)``)."""
     key, draw = jax.random.split(key)
-    permutation = jax.random.permutation(draw, jnp.arange(samples, dtype=jnp.int32))
+    if shards == 1:
+        permutation = jax.random.permutation(draw, jnp.arange(samples, dtype=jnp.int32))
+    else:
+        local = jnp.arange(samples // shards, dtype=jnp.int32)
+        draws = jax.random.split(draw, shards)
+        permutation = jax.vmap(lambda k: jax.random.permutation(k, local))(draws)
     zero = jnp.asarray(0, jnp.int32)
     return Batches(key, permutation, zero, zero)
 
@@ -125,16 +139,18 @@ def next_batch(batches: Batches, batch_size: int) -> tuple[Batches, Int[Array, "
         >>> int(batches.epoch), int(batches.position)
         (1, 1)
     """
-    samples = batches.permutation.shape[0]
+    samples = batches.permutation.size
+    shards = 1 if batches.permutation.ndim == 1 else batches.permutation.shape[0]
     per_epoch = samples // batch_size
+    local = batch_size // shards  # per shard: the indices are (shards, local), each shard's own
 
     def reshuffle():
-        fresh = first_batches(batches.key, samples)
+        fresh = first_batches(batches.key, samples, shards)
         return Batches(fresh.key, fresh.permutation, fresh.position, batches.epoch + 1)
 
     batches = jax.lax.cond(batches.position >= per_epoch, reshuffle, lambda: batches)
     indices = jax.lax.dynamic_slice_in_dim(
-        batches.permutation, batches.position * batch_size, batch_size
+        batches.permutation, batches.position * local, local, axis=batches.permutation.ndim - 1
     )
     return eqx.tree_at(lambda b: b.position, batches, batches.position + 1), indices
 
@@ -164,7 +180,7 @@ class _Minibatch(Method):
         """The first permutation, the full set's cost, and the first batch's gradient ``g`` with
         the damping ``damping_of(g)`` for the first snapshot."""
         samples = problem.samples
-        batches = first_batches(samples.key, samples.count)
+        batches = first_batches(samples.key, samples.count, samples.shards)
         _, grad = batch_gradient(problem, params, next_batch(batches, samples.batch)[1])
         damping = damping_of(grad)
         dtype = params.dtype
@@ -254,7 +270,8 @@ class StochasticLM(_Minibatch):
         cost = 0.5 * jnp.sum(residual**2)
         grad = jac.T @ residual
         damping = coefficient * jnp.linalg.norm(grad)
-        step = factorize(path, jac, residual, jnp.ones_like(params)).step(jac, damping)
+        factor = factorize(path, jac, residual, jnp.ones_like(params), batch.layout)
+        step = factor.step(jac, damping)
         change = jac @ step
         predicted = 0.5 * (change @ change) + damping * (step @ step)
         trial_cost = 0.5 * jnp.sum(batch(params + step) ** 2)
