@@ -108,7 +108,9 @@ def footprint(linear: str, samples: int, width: int) -> dict:
     collective, and the Jacobian's size, for one linear path."""
     x, y = mlp_data(samples)
     model = mlp(width)
-    n = sum(leaf.size for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array)))
+    n = sum(
+        leaf.size for leaf in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+    )
     out = {"m": samples, "n": int(n), "jacobian_bytes": samples * int(n) * 8}
     for mesh, name in ((ONE, "one"), (MESH, "four")):
         program, result = _compiled_solve(
@@ -134,8 +136,7 @@ def minibatch() -> dict:
     own samples (no collective in the gather)."""
     x, y = mlp_data(4000)
     runs = [
-        nlls.fit(mlp(8), x, y, batch_size=400, epochs=3, mesh=MESH, history=False)
-        for _ in range(2)
+        nlls.fit(mlp(8), x, y, batch_size=400, epochs=3, mesh=MESH, history=False) for _ in range(2)
     ]
     data = (spread(x), spread(y))
     layout = sharding.layout_of(data)
