@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint
+from .sharding import leads
 from .termination import Status
 
 
@@ -377,7 +378,8 @@ class Metrics:
 class ProgressBar:
     """A tqdm progress bar over accepted steps showing cost, ‖g‖∞ and the damping.
 
-    Quiet when the output is not a terminal (tqdm's ``disable=None``); other keyword arguments go to
+    Quiet when the output is not a terminal (tqdm's ``disable=None``), and in every process but
+    process 0 of a run of several (``jax.distributed``); other keyword arguments go to
     ``tqdm.tqdm``.
 
     Example:
@@ -399,7 +401,8 @@ class ProgressBar:
             from tqdm.auto import tqdm
         except ImportError as error:
             raise ImportError("ProgressBar needs tqdm: pip install tqdm") from error
-        self._bar = tqdm(total=info.max_steps, initial=info.step, **self.options)
+        options = self.options if leads() else {**self.options, "disable": True}
+        self._bar = tqdm(total=info.max_steps, initial=info.step, **options)
         self._show(info)
 
     def __call__(self, info: StepInfo) -> None:

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .sharding import host_value, leads
+
 FORMAT = "nlls-checkpoint"
 VERSION = 1
 
@@ -40,10 +42,15 @@ class CheckpointWarning(UserWarning):
 
 
 def save(path: str | os.PathLike, state, signature: str) -> None:
-    """Write ``state`` (a solver state pytree) to ``path`` atomically."""
+    """Write ``state`` (a solver state pytree) to ``path`` atomically. In a run of several
+    processes (``jax.distributed``) every process must call this at the same point: the parts of
+    the state spread over processes are gathered, and process 0 writes the file."""
     path = Path(path)
     leaves, treedef = jax.tree_util.tree_flatten(state)
-    arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    arrays = {f"state_{i}": host_value(leaf) for i, leaf in enumerate(leaves)}
+    params = host_value(state.point.params)
+    if not leads():
+        return
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -62,7 +69,7 @@ def save(path: str | os.PathLike, state, signature: str) -> None:
             np.savez(
                 file,
                 meta=np.array(json.dumps(meta)),
-                params=np.asarray(state.point.params),
+                params=params,
                 **arrays,
             )
             file.flush()

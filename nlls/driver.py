@@ -31,6 +31,7 @@ from . import checkpoint, checks
 from .callbacks import Checkpoint, History, StepInfo
 from .problem import raise_non_finite_start
 from .result import Solution
+from .sharding import agreed, placed_like
 from .termination import Status
 from .threads import one_blas_thread
 
@@ -110,6 +111,13 @@ def drive(plan, params0, dynamic, run: Run) -> Solution:
     if resume is not None:
         like = jax.eval_shape(plan.start, params0, dynamic)[0]
         state = checkpoint.load(resume, like, signature)
+        if jax.process_count() > 1:  # each process places its part, as the programs expect
+            placements = plan.start.lower(params0, dynamic).compile().output_shardings[0]
+            leaves, treedef = jax.tree_util.tree_flatten(state)
+            placed = placed_like(
+                [np.asarray(leaf) for leaf in leaves], jax.tree_util.tree_leaves(placements)
+            )
+            state = jax.tree_util.tree_unflatten(treedef, placed)
         # A solve stopped from outside (callback, time limit, interrupt) is checkpointed as RUNNING;
         # one that ran out of steps continues up to the new max_steps. Any other status means it
         # had ended (converged or failed), and resuming ends it again at once.
@@ -137,22 +145,25 @@ def drive(plan, params0, dynamic, run: Run) -> Solution:
                 if hasattr(callback, "on_start"):
                     callback.on_start(info)
             started = time.perf_counter()  # the clock starts with the first iteration
+            stop = False
             while info.status == Status.RUNNING:
-                if interrupt.raised:
+                # With several processes, process 0's view decides for all (nlls.sharding).
+                late = max_time is not None and time.perf_counter() - started >= max_time
+                stop, interrupted, late = agreed((stop, interrupt.raised, late))
+                if stop:
+                    ended_by = Status.CALLBACK
+                    break
+                if interrupted:
                     raise KeyboardInterrupt
-                if max_time is not None and time.perf_counter() - started >= max_time:
+                if late:
                     ended_by = Status.TIME_LIMIT
                     break
                 pause_at = np.int32(min(info.iteration + callback_every, np.iinfo(np.int32).max))
                 state, snapshot = advance(state, params0, dynamic, steps_limit, pause_at)
                 info = _info(snapshot, started, max_steps, state, signature)
                 # From here on `info` describes `state` (until the next segment).
-                stop = False
                 for callback in callbacks:
                     stop |= _wants_stop(callback(info))
-                if stop and info.status == Status.RUNNING:
-                    ended_by = Status.CALLBACK
-                    break
         except KeyboardInterrupt:
             if _deleted(state):  # a second Ctrl-C inside a segment: its input is gone
                 raise

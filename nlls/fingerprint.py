@@ -34,6 +34,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from .sharding import host_value
+
 _VALUES = (int, float, complex, str, bytes, bool, type(None))
 
 
@@ -167,7 +169,7 @@ def _feed(hasher, value, seen: set) -> None:
             _feed(hasher, key, seen)
             _feed(hasher, value[key], seen)
     elif hasattr(value, "dtype") and hasattr(value, "shape"):
-        array = np.asarray(value)
+        array = host_value(value)  # gathered when spread over processes (every process digests)
         hasher.update(f"array:{array.dtype}{list(array.shape)}:".encode())
         hasher.update(np.ascontiguousarray(array).tobytes())
     else:

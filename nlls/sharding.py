@@ -32,7 +32,6 @@ no hints, and the partitioner's defaults apply.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -147,18 +146,46 @@ def qr_r(augmented, layout: Rows | None):
     return jnp.linalg.qr(triangles.reshape(count * columns, columns), mode="r")
 
 
-def describe(layout: Rows | None) -> str:
-    """``"rows over 4 devices (mesh axis 'data')"``, or ``""``."""
-    if layout is None:
-        return ""
-    return f"rows over {layout.count} devices (mesh axis {layout.axis!r})"
+# Several processes (``jax.distributed``): every process runs the same Python, the same compiled
+# programs on its own devices, and the host-side logic between them. What one process decides
+# alone (a time limit, Ctrl-C, a callback's verdict) must be made the same everywhere, or the
+# others would wait in the next collective for ever; what is written to disk is written once.
 
 
-def is_sharded(tree: Any) -> bool:
-    """Whether some array leaf of ``tree`` spans more than one device."""
-    return any(
-        isinstance(leaf, jax.Array)
-        and not isinstance(leaf, jax.core.Tracer)
-        and len(leaf.sharding.device_set) > 1
-        for leaf in jax.tree_util.tree_leaves(tree)
-    )
+def leads() -> bool:
+    """Whether this process writes what is written once (checkpoints, progress bars): process 0."""
+    return jax.process_index() == 0
+
+
+def host_value(array) -> np.ndarray:
+    """The whole of ``array`` as a NumPy array in this process. An array spread over several
+    processes is gathered from all of them: a collective, which every process must reach at the
+    same point of the run."""
+    if (
+        isinstance(array, jax.Array)
+        and not array.is_fully_addressable
+        and not array.is_fully_replicated
+    ):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return np.asarray(array)
+
+
+def agreed(flags: tuple[bool, ...]) -> tuple[bool, ...]:
+    """Process 0's ``flags`` in every process (one small broadcast when there are several)."""
+    if jax.process_count() == 1:
+        return flags
+    from jax.experimental import multihost_utils
+
+    shared = multihost_utils.broadcast_one_to_all(np.asarray(flags, dtype=np.int32))
+    return tuple(bool(flag) for flag in np.asarray(shared))
+
+
+def placed_like(leaves: list, shardings: list) -> list:
+    """Host arrays (the same in every process) placed as the program expects its inputs: each
+    process fills its own devices' parts."""
+    return [
+        jax.make_array_from_callback(leaf.shape, placement, lambda index, leaf=leaf: leaf[index])
+        for leaf, placement in zip(leaves, shardings, strict=True)
+    ]
