@@ -18,7 +18,9 @@ Suites, each a module with a ``run(...)`` returning a JSON-able dict, and ``head
   the m×m path against Krylov on a wide problem;
 - :mod:`benchmarks.threads` — the wide MLP, NIST, the demo and a 3-parameter fit in fresh processes,
   in the environment as it comes against ``OPENBLAS_NUM_THREADS=1`` (and with nlls's one-BLAS-thread
-  limit switched off).
+  limit switched off);
+- :mod:`benchmarks.distributed` — one fit with its samples split over 1, 2, 4, 8 host devices and
+  over 1 and 2 processes: time per iteration and memory per device.
 
 The problems come from the shared library ``problems`` at the repository root (also used by the
 tests). :mod:`benchmarks.peers` wraps every solver (nlls and its peers) behind one interface that

@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all eleven by default: nist, minpack, curvefit, mlp, training,
-callbacks, stochastic, scale, threads, implicit, latency), prints progress and the markdown report, saves each suite's raw
+Runs the suites asked for (all thirteen by default: nist, minpack, curvefit, mlp, training,
+choice, callbacks, stochastic, scale, threads, implicit, latency, distributed), prints progress and the markdown report, saves each suite's raw
 results to ``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
 result found in ``bench-out/`` (so the suites can be run one at a time and the report still covers
 all of them).
@@ -29,6 +29,7 @@ from benchmarks import (  # noqa: E402
     callbacks,
     choice,
     curvefit,
+    distributed,
     implicit,
     latency,
     minpack,
@@ -120,6 +121,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = threads.run(rounds=repeats_for(suite, args), verbose=verbose)
     elif suite == "implicit":
         result = implicit.run(repeats=repeats_for(suite, args), verbose=verbose)
+    elif suite == "distributed":
+        result = distributed.run(verbose=verbose)
     elif suite == "latency":
         result = latency.run(rounds=repeats_for(suite, args), verbose=verbose)
     else:

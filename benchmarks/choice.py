@@ -26,7 +26,7 @@ import numpy as np
 
 import nlls
 from benchmarks import training
-from benchmarks.markdown import ratio, run_line, seconds, table
+from benchmarks.markdown import opening, ratio, seconds, table
 
 ODE_TARGET = 2.32e-4
 ODE_STEPS = 200
@@ -113,13 +113,9 @@ def headline(result: dict) -> list[str]:
 
 def render(result: dict) -> str:
     """One table per network: time and steps to the target, against the faster rule."""
-    sections = [
-        '## `method="auto"`: the damping rule by the size of the system',
-        "",
-        run_line(result),
-        "",
-        (__doc__ or "").split("\n\n", 1)[1].strip(),
-    ]
+    sections = opening(
+        '`method="auto"`: the damping rule by the size of the system', result, __doc__
+    )
     for name, rows in result["problems"].items():
         sections += [
             "",

@@ -31,7 +31,7 @@ import numpy as np
 
 import nlls
 from benchmarks import mlp
-from benchmarks.markdown import ratio, run_line, seconds, table
+from benchmarks.markdown import opening, ratio, seconds, table
 
 TIGHT = {"ftol": 1e-15, "xtol": 1e-15, "gtol": 0.0}
 MLP_STEPS = 50
@@ -180,11 +180,7 @@ def render(result: dict) -> str:
     ]
     return "\n".join(
         [
-            "## Derivatives through a solve",
-            "",
-            run_line(result),
-            "",
-            (__doc__ or "").split("\n\n", 1)[1].strip(),
+            *opening("Derivatives through a solve", result, __doc__),
             "",
             table(
                 ["fit", "solve", "value and gradient", "ratio", "first calls (compile)"],

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks.markdown import run_line, seconds, table
+from benchmarks.markdown import opening, seconds, table
 
 ROUNDS = 5
 
@@ -131,11 +131,7 @@ def render(result: dict) -> str:
     ]
     return "\n".join(
         [
-            "## First calls",
-            "",
-            run_line(result),
-            "",
-            (__doc__ or "").split("\n\n", 1)[1].strip(),
+            *opening("First calls", result, __doc__),
             "",
             table(["what", f"median of {result['rounds']} rounds"], rows, "lr"),
         ]

@@ -44,6 +44,12 @@ def number(value: float | int | None, digits: int = 7) -> str:
     return f"{value:.{digits}g}"
 
 
+def opening(title: str, result: dict, doc: str | None) -> list[str]:
+    """A section's first lines: its title, the run line, and the module docstring after its first
+    paragraph (what was measured, and how)."""
+    return [f"## {title}", "", run_line(result), "", (doc or "").split("\n\n", 1)[1].strip()]
+
+
 def run_line(result: dict) -> str:
     """The italic line under a section's title: date, wall time, load and repeats of its run."""
     parts = [f"Run {result.get('date', '?')}, {seconds(result.get('wall_s'))} wall"]

@@ -18,6 +18,7 @@ from benchmarks import (
     callbacks,
     choice,
     curvefit,
+    distributed,
     implicit,
     latency,
     minpack,
@@ -44,6 +45,7 @@ SUITE_MODULES = {
     "threads": threads,
     "implicit": implicit,
     "latency": latency,
+    "distributed": distributed,
 }
 SUITES = tuple(SUITE_MODULES)
 COMMAND = "make bench"

@@ -76,8 +76,8 @@ def data_axis(mesh: Mesh, axis: str | None = None) -> str:
     if len(names) == 1:
         return names[0]
     raise ValueError(
-        f"the mesh has axes {names} and none is called 'data': name the samples' axis "
-        "(mesh_axis='...')"
+        f"the mesh has axes {names} and none is called 'data': call the axis that the samples "
+        "are split over 'data'"
     )
 
 

@@ -177,6 +177,18 @@ def batch_of_fits() -> dict:
     }
 
 
+def readme() -> dict:
+    """The README's block of "More than one device", run as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "mesh=mesh" in b)
+    scope: dict = {}
+    exec(block, scope)
+    result = scope["result"]
+    return {"residual": placement(result.solution.residual), "mse": float(result.mse)}
+
+
 def errors() -> dict:
     """The messages for data or batches that the mesh cannot split evenly."""
     x, y = mlp_data(4002)
@@ -204,6 +216,7 @@ if __name__ == "__main__":
                 "minibatch": minibatch(),
                 "batch_of_fits": batch_of_fits(),
                 "errors": errors(),
+                "readme": readme(),
             }
         )
     )

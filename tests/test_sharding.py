@@ -99,6 +99,12 @@ def test_uneven_data_is_refused(four_devices):
     assert "batch_size=402" in messages["batch"] and "4 devices" in messages["batch"]
 
 
+def test_readme_block_runs_on_four_devices(four_devices):
+    result = four_devices["readme"]
+    assert result["residual"] == {"devices": 4, "spec": "P('data',)"}
+    assert result["mse"] < 1e-6
+
+
 class _Blocks:
     """A stand-in layout of 4 row blocks on one device: TSQR's arithmetic without the placement."""
 
