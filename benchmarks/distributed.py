@@ -1,11 +1,11 @@
 """More than one device: one fit with its samples split over 1, 2, 4 and 8 host devices, and over
 1 and 2 processes (``jax.distributed``, gloo collectives).
 
-Workload (float64): ``nlls.fit`` of the 1→32→32→1 tanh MLP (1,153 parameters) to ``SAMPLES`` points
-of a noisy curve, ``STEPS`` LM steps with the tests off (the normal path's n×n Gram matrix, a
-Jacobian of ``SAMPLES``×1,153), the data split over the mesh by ``fit(mesh=...)``. Each setting
-runs in a fresh process (the device count is fixed when JAX starts): the time per iteration is the
-median of ``CALLS`` warm calls (compilation excluded) over the iterations they ran; the memory per
+Workload (float64): ``nlls.fit`` of the 1→32→32→1 tanh MLP (1,153 parameters) to 16,000 points of
+a noisy curve, 15 LM steps with the tests off (the normal path's n×n Gram matrix, a Jacobian of
+16,000×1,153), the data split over the mesh by ``fit(mesh=...)``. Each setting runs in a fresh
+process (the device count is fixed when JAX starts): the time per iteration is the median of 3
+warm calls (compilation excluded) over the iterations they ran; the memory per
 device is XLA's memory analysis of the compiled solve (its temporaries: the Jacobian, the Gram
 matrix, the work arrays), the number ``nlls.sharding`` is tested on. The processes' run splits the
 same data over 1 or 2 processes of one device each, on 127.0.0.1.
@@ -13,7 +13,8 @@ same data over 1 or 2 processes of one device each, on 127.0.0.1.
 This machine has 2 cores: host devices beyond 2 share them, so the time cannot fall below about half
 of one device's, and the run with several devices mostly shows what the split costs (collectives,
 partitioned programs) and what it saves (memory per device). The speed-up that sharding is for
-needs devices with their own compute: several GPUs, or several machines.
+needs devices with their own compute: several GPUs, or several machines. (One device already
+spreads its matrix products over both cores.)
 """
 
 from __future__ import annotations
