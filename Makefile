@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench lint format clean
+.PHONY: demo test test-all bench docs lint format clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv --clear $(VENV)
@@ -26,6 +26,16 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+# The documentation site (mkdocs, mkdocs-material, mkdocstrings) into site/; warnings are errors.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -35,4 +45,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build site *.egg-info

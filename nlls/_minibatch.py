@@ -103,7 +103,7 @@ def train(
     full-data cost, residual and gradient. Raises ``ValueError`` for a bad batch size, budget, seed
     or option, data of unequal lengths, a ``Checkpoint`` among the callbacks, or a non-finite start.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from nlls._minibatch import train
         >>> x = jnp.linspace(0.0, 1.0, 64)

@@ -90,7 +90,7 @@ def adam(
         ValueError: a non-finite start, a residual of another dtype than the parameters, a bad
             option, or a ``Checkpoint`` among the callbacks.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from nlls import baselines
         >>> x = jnp.linspace(0.0, 1.0, 20)
@@ -134,7 +134,7 @@ def sgd(
     Raises:
         ValueError: as for ``adam``; also ``nesterov=True`` without ``momentum``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from nlls import baselines
         >>> x = jnp.linspace(0.0, 1.0, 20)
@@ -182,7 +182,7 @@ def lbfgs(
     Raises:
         ValueError: as for ``adam``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from nlls import baselines
         >>> rosenbrock = lambda p: jnp.array([1.0 - p[0], 10.0 * (p[1] - p[0] ** 2)])
@@ -224,7 +224,7 @@ def optax_optimiser(
         optimiser: the ``optax.GradientTransformation``.
         max_steps, gtol, callbacks, callback_every, max_time: as for ``adam``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, optax
         >>> from nlls import baselines
         >>> x = jnp.linspace(0.0, 1.0, 20)

@@ -116,7 +116,7 @@ class History:
     A ``History`` passed in ``callbacks`` is returned as ``Solution.history``. Each solve starts it
     afresh.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> history = nlls.History()
         >>> sol = nlls.least_squares(lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)]),
@@ -213,7 +213,7 @@ class Checkpoint:
     ``CheckpointWarning``: the previous checkpoint stays as it was, the solve goes on and returns its
     result, and ``failed_saves`` counts the failures.
 
-    Example:
+    Examples:
         >>> import tempfile, os, jax.numpy as jnp, nlls
         >>> path = os.path.join(tempfile.mkdtemp(), "fit.ckpt")
         >>> f = lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)])
@@ -333,7 +333,7 @@ class Metrics:
     Jit the functions (``jax.jit``) when they are more than a few operations: they run in Python
     between compiled segments.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> f = lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)])
         >>> history = nlls.History()
@@ -382,7 +382,7 @@ class ProgressBar:
     process 0 of a run of several (``jax.distributed``); other keyword arguments go to
     ``tqdm.tqdm``.
 
-    Example:
+    Examples:
         >>> import io, jax.numpy as jnp, nlls
         >>> f = lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)])
         >>> out = io.StringIO()

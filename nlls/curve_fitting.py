@@ -112,7 +112,7 @@ def curve_fit(
         ValueError: malformed bounds or ``p0`` outside them; ``sigma`` of another shape, not positive, or not positive definite;
             NaN or inf in the data; ``f``'s output not broadcasting to ``ydata``'s shape.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> def decay(x, a, k):
         ...     return a * jnp.exp(-k * x)

@@ -292,7 +292,7 @@ def fit(
             ``epochs``/``seed`` are given without it; a robust loss with a first-order method or
             ``batch_size``, an unknown loss or an ``f_scale`` not finite and positive.
 
-    Example:
+    Examples:
         >>> import equinox as eqx, jax, jax.numpy as jnp, nlls
         >>> x = jnp.linspace(-1.0, 1.0, 50)[:, None]
         >>> y = jnp.sin(2.0 * x)

@@ -73,7 +73,7 @@ class Krylov(eqx.Module):
             ``None``; ``None``: on when ``n ≤ max_steps``, where the ``n`` JVPs of the column norms
             cost no more than one Krylov solve.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> sol = nlls.least_squares(lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)]),
         ...                          jnp.array([-1.2, 1.0]), linear="krylov")

@@ -334,7 +334,7 @@ def shooting_residual(
         TypeError: a field that is neither an equinox module nor ``(fn, params)``; a solver or
             adjoint that is not diffrax's.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls, nlls.ode
         >>> ts = jnp.linspace(0.0, 1.0, 11)
         >>> ys = jnp.exp(-2.0 * ts)[:, None]
@@ -406,7 +406,7 @@ def fit(
         fitted ``"y0"`` (when ``fit_y0``) and ``"starts"`` (segment initial states, when
         ``segments > 1``); ``solution.stats.jac`` is the AD mode that ran.
 
-    Example:
+    Examples:
         Exponential decay ``du/dt = −k u`` observed at 11 times, ``k`` fitted by
         Levenberg–Marquardt (forward mode: 1 parameter, 11 residuals):
 
@@ -475,7 +475,7 @@ def integrate(field, ts, y0, **options) -> Float[Array, "T d"]:
     raises (diffrax's error, e.g. the maximum number of steps reached) instead of returning NaN.
     The inputs are checked on the host, so ``integrate`` is not for use inside ``jax.jit``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls.ode
         >>> decay = (lambda p, t, u: -p * u, jnp.array(2.0))
         >>> u = nlls.ode.integrate(decay, jnp.array([0.0, 1.0]), jnp.array([1.0]))

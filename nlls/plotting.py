@@ -98,7 +98,7 @@ def plot_fit(
             ``f``, or ``confidence`` is not in (0, 1).
         ImportError: matplotlib is not installed.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp, nlls
         >>> decay = lambda x, amplitude, rate: amplitude * jnp.exp(-rate * x)
         >>> x = jnp.linspace(0.0, 3.0, 25)

@@ -41,7 +41,7 @@ def fit_report(solution: Solution, *, ydata=None, min_correlation: float = 0.1) 
             ``R² = 1 − ‖r‖²/Σ(y − ȳ)²``, for a residual ``f − y``.
         min_correlation: the smallest ``|correlation|`` listed.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> def decay(x, a, k):
         ...     return a * jnp.exp(-k * x)

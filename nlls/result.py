@@ -66,7 +66,7 @@ class Solution(eqx.Module):
     ``print(sol)`` shows the values: status by name and in words, cost, parameters (small leaves
     in full, large ones by shape and range) and the counts; a batch of solves is summarised.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> sol = nlls.least_squares(lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)]),
         ...                          jnp.array([-1.2, 1.0]))

@@ -145,7 +145,7 @@ def least_squares(
             ``jax.vmap`` the values are not known when tracing, so a non-finite start is reported as
             ``Status.NONFINITE_START`` (with ``params`` left at ``params0``) instead of raised.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> x = jnp.linspace(0.0, 1.0, 20)
         >>> y = 2.0 * jnp.exp(-1.5 * x)

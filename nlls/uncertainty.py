@@ -108,7 +108,7 @@ def covariance(solution, *, flat: bool = False):
         ValueError: the solve did not compute the covariance (``least_squares(...,
             covariance=True)`` and ``curve_fit`` do).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> x = jnp.linspace(0.0, 1.0, 20)
         >>> y = 2.0 * jnp.exp(-1.5 * x) + 0.01 * jnp.cos(40.0 * x)
@@ -128,7 +128,7 @@ def standard_errors(solution):
     """The standard errors of the fitted parameters, ``√diag(cov)``, as a pytree like ``params``
     (``inf`` where the covariance could not be estimated; see ``covariance``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> x = jnp.linspace(0.0, 1.0, 20)
         >>> y = 2.0 * jnp.exp(-1.5 * x) + 0.01 * jnp.cos(40.0 * x)
@@ -148,7 +148,7 @@ def correlation(solution, *, flat: bool = False):
     out as ``covariance`` lays out the covariance; ``NaN`` where the covariance could not be
     estimated.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> x = jnp.linspace(0.0, 1.0, 20)
         >>> y = 2.0 * jnp.exp(-1.5 * x) + 0.01 * jnp.cos(40.0 * x)

@@ -292,6 +292,8 @@ DEDICATED = {
     'method="adam", learning_rate=1e-2': "test_readme_training_example_runs",
     "batch_size=100": "test_readme_big_models_example_runs",
     "enable_compilation_cache": "test_readme_compilation_cache_example_runs",
+    # on 4 devices, in tests/sharded_checks.py (test_sharding.py)
+    "mesh=mesh": "test_readme_block_runs_on_four_devices",
 }
 
 

@@ -98,7 +98,7 @@ class LevenbergMarquardt(Method):
         geodesic_ratio: α, the largest accepted ``2‖Da‖/‖Dv‖``.
         accept_threshold: η, the smallest gain ratio that accepts a step.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> sol = nlls.least_squares(lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)]),
         ...                          jnp.array([-1.2, 1.0]), method=nlls.LevenbergMarquardt())

@@ -55,7 +55,7 @@ class TrustRegion(RadiusMethod):
         tolerance: a fixed relative tolerance on the CG residual; ``None``: the forcing term
             ``min(10⁻³, √‖gₛ‖)`` (``nlls.krylov``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, nlls
         >>> sol = nlls.least_squares(lambda p: jnp.array([p[0] - 1.0, 10 * (p[1] - p[0] ** 2)]),
         ...                          jnp.array([-1.2, 1.0]), method=nlls.TrustRegion())
