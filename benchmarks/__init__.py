@@ -19,6 +19,9 @@ Suites, each a module with a ``run(...)`` returning a JSON-able dict, and ``head
 - :mod:`benchmarks.threads` — the wide MLP, NIST, the demo and a 3-parameter fit in fresh processes,
   in the environment as it comes against ``OPENBLAS_NUM_THREADS=1`` (and with nlls's one-BLAS-thread
   limit switched off);
+- :mod:`benchmarks.node` — five neural ODEs: every least-squares method × AD mode × single or
+  multiple shooting, and ``method="auto"``, against tuned Adam and Adam → L-BFGS, time to a common
+  target, with the figure of loss against time;
 - :mod:`benchmarks.distributed` — one fit with its samples split over 1, 2, 4, 8 host devices and
   over 1 and 2 processes: time per iteration and memory per device.
 

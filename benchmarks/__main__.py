@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--only SUITE ...] [--repeats N] [--quick]``.
 
-Runs the suites asked for (all thirteen by default: nist, minpack, curvefit, mlp, training,
-choice, callbacks, stochastic, scale, threads, implicit, latency, distributed), prints progress and the markdown report, saves each suite's raw
+Runs the suites asked for (all fourteen by default: nist, minpack, curvefit, mlp, training,
+choice, node, callbacks, stochastic, scale, threads, implicit, latency, distributed), prints progress and the markdown report, saves each suite's raw
 results to ``bench-out/<suite>.json`` and writes ``BENCHMARKS.md`` at the repository root from every suite
 result found in ``bench-out/`` (so the suites can be run one at a time and the report still covers
 all of them).
@@ -35,6 +35,7 @@ from benchmarks import (  # noqa: E402
     minpack,
     mlp,
     nist,
+    node,
     report,
     scale,
     stochastic,
@@ -109,6 +110,8 @@ def run_suite(suite: str, args: argparse.Namespace) -> dict:
         result = curvefit.run(verbose=verbose, batch=1000 if args.quick else curvefit.BATCH)
     elif suite == "training":
         result = training.run(verbose=verbose)
+    elif suite == "node":
+        result = node.run(verbose=verbose)
     elif suite == "choice":
         result = choice.run(verbose=verbose)
     elif suite == "callbacks":
