@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -188,12 +189,67 @@ def _device_tolerances(tolerances: Tolerances, dtype: np.dtype) -> Tolerances:
         return jax.tree_util.tree_map(lambda t: jnp.asarray(t, dtype), tolerances)
 
 
-@functools.lru_cache(maxsize=128)
-def _cached_plan(key: PlanKey) -> Plan:
-    """Plans by call signature. The cache keeps the residual functions it has seen alive (at most
-    128 of them); a residual defined anew with the same code, closure values and globals finds its
-    plan (``nlls.fingerprint``), one that closes over new arrays is compiled anew."""
-    return Plan(key)
+class CacheInfo(NamedTuple):
+    hits: int
+    misses: int
+    maxsize: int
+    currsize: int
+
+
+class _PlanCache:
+    """Plans by call signature, least recently used first out. The cache keeps the residual
+    functions it has seen alive (at most ``maxsize`` of them); a residual defined anew with the same
+    code, closure values and globals finds its plan (``nlls.fingerprint``), one that closes over new
+    arrays is compiled anew.
+
+    Besides the count, the cache is bounded by what its compiled programs hold: each XLA CPU
+    program maps memory (about 180 mappings for a curve fit's solve, over a thousand for a neural
+    ODE's), and Linux refuses a process more than ``vm.max_map_count`` mappings (65,530 by
+    default), after which XLA cannot compile at all. When a new plan is made and the process holds
+    more than ``MAPPINGS_KEPT``, the older half of the plans is let go (their programs with them);
+    they compile again if they are used again."""
+
+    MAPPINGS_KEPT = 40_000
+
+    def __init__(self, maxsize: int = 128):
+        self.maxsize = maxsize
+        self._plans: dict[PlanKey, Plan] = {}
+        self._hits = self._misses = 0
+
+    def __call__(self, key: PlanKey) -> Plan:
+        plan = self._plans.pop(key, None)
+        if plan is not None:
+            self._hits += 1
+            self._plans[key] = plan  # most recently used last
+            return plan
+        self._misses += 1
+        if len(self._plans) >= self.maxsize:
+            del self._plans[next(iter(self._plans))]
+        if self._plans and mapped_regions() > self.MAPPINGS_KEPT:
+            for old in list(self._plans)[: (len(self._plans) + 1) // 2]:
+                del self._plans[old]
+            gc.collect()
+        plan = self._plans[key] = Plan(key)
+        return plan
+
+    def cache_clear(self) -> None:
+        self._plans.clear()
+        self._hits = self._misses = 0
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(self._hits, self._misses, self.maxsize, len(self._plans))
+
+
+def mapped_regions() -> int:
+    """The number of memory mappings this process holds (Linux); 0 where it cannot be read."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:
+        return 0
+
+
+_cached_plan = _PlanCache()
 
 
 class Plan:

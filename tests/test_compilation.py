@@ -47,3 +47,23 @@ def test_the_environment_variable_turns_the_cache_on_and_a_new_process_hits_it(t
 def test_the_cache_stays_off_unless_asked_for(value, monkeypatch):
     monkeypatch.setenv("NLLS_COMPILATION_CACHE", value)
     assert nlls.compilation.enable_from_environment() is None
+
+
+def test_plan_cache_lets_old_plans_go_past_the_mapping_budget(monkeypatch):
+    """Past ``MAPPINGS_KEPT`` memory mappings a new plan sends the older half away, with their
+    compiled programs (a process past Linux's ``vm.max_map_count`` cannot compile at all)."""
+    import jax.numpy as jnp
+
+    import nlls
+    from nlls import plan
+
+    assert plan.mapped_regions() > 0  # Linux: the count is read
+    cache = plan._PlanCache(maxsize=128)
+    monkeypatch.setattr(plan, "_cached_plan", cache)
+    x = jnp.linspace(0.0, 1.0, 20)
+    for power in (1, 2, 3, 4):
+        nlls.least_squares(lambda p, x, power=power: p[0] * x**power - 1.0, jnp.ones(1), args=(x,))
+    assert cache.cache_info().currsize == 4 and cache.cache_info().misses == 4
+    monkeypatch.setattr(cache, "MAPPINGS_KEPT", 0)
+    nlls.least_squares(lambda p, x: p[0] * x**5 - 1.0, jnp.ones(1), args=(x,))
+    assert cache.cache_info().currsize == 3  # two of the four old plans let go, the new one kept
