@@ -63,6 +63,7 @@ def covariance_matrix(
     inverse_square = jnp.where(kept, 1.0 / jnp.where(kept, singular, 1.0) ** 2, 0.0)
     basis = vt.T / scale[:, None]  # D⁻¹V, (n, min(m, n))
     unscaled = (basis * inverse_square) @ basis.T
+    unscaled = 0.5 * (unscaled + unscaled.T)  # symmetric to the bit (a product's halves may differ)
     if absolute:
         variance = jnp.ones((), jac.dtype)
     elif m > n:
@@ -129,13 +130,18 @@ def standard_errors(solution):
     (``inf`` where the covariance could not be estimated; see ``covariance``).
 
     Examples:
+        A straight line through 25 points with errors of about 0.007:
+
         >>> import jax.numpy as jnp, nlls
-        >>> x = jnp.linspace(0.0, 1.0, 20)
-        >>> y = 2.0 * jnp.exp(-1.5 * x) + 0.01 * jnp.cos(40.0 * x)
-        >>> sol = nlls.least_squares(lambda p, x, y: p["a"] * jnp.exp(-p["k"] * x) - y,
-        ...                          {"a": 1.0, "k": 1.0}, args=(x, y), covariance=True)
-        >>> errors = nlls.standard_errors(sol)
-        >>> bool(0 < errors["a"] < 0.01), bool(0 < errors["k"] < 0.01)
+        >>> t = jnp.linspace(0.0, 2.0, 25)
+        >>> line = nlls.least_squares(
+        ...     lambda p, t, v: p["c"] + p["s"] * t - v,
+        ...     {"c": 0.0, "s": 1.0},
+        ...     args=(t, 0.5 + 2.0 * t + 0.01 * jnp.sin(30.0 * t)),
+        ...     covariance=True,
+        ... )
+        >>> errors = nlls.standard_errors(line)
+        >>> bool(0 < errors["c"] < 0.01), bool(0 < errors["s"] < 0.01)
         (True, True)
     """
     matrix = _checked(solution)

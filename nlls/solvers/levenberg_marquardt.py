@@ -203,17 +203,8 @@ class LevenbergMarquardt(Method):
         else:  # an inexact (Krylov) step: the general model form, positive for any CGLS iterate
             predicted = predicted_reduction(point, jac, step)
 
-        new_point, new_scale, new_factor, ratio, report = judge_trial(
-            problem,
-            path,
-            self.uses_scaling(path),
-            point,
-            scale,
-            factor,
-            step,
-            predicted,
-            self.accept_threshold,
-            evaluations,
+        new_point, new_scale, new_factor, ratio, report = self._judge(
+            problem, path, state, step, predicted, evaluations=evaluations
         )
         if not isinstance(jac, MatrixFreeJacobian):
             curvature = jnp.square(column_norms(jac) / scale)
@@ -236,6 +227,21 @@ class LevenbergMarquardt(Method):
 
         return LMState(new_point, new_scale, new_factor, new_damping, growth, radius), report
 
+    def _judge(self, problem: FlatProblem, path, state: LMState, step, predicted, **options):
+        """``judge_trial`` of ``step`` from the state's point, with this method's threshold."""
+        return judge_trial(
+            problem,
+            path,
+            self.uses_scaling(path),
+            state.point,
+            state.scale,
+            state.factor,
+            step,
+            predicted,
+            self.accept_threshold,
+            **options,
+        )
+
     def _bounded_step(self, problem: FlatProblem, path, state: LMState):
         """One step inside the box (``nlls.bounds``): the Coleman–Li damped step, the best
         reflective candidate, Nielsen's update."""
@@ -255,16 +261,12 @@ class LevenbergMarquardt(Method):
             model, point.params, step, lower, upper, theta, radius
         )
         step = box.strictly_inside(point.params + step, lower, upper) - point.params
-        new_point, new_scale, new_factor, ratio, report = judge_trial(
+        new_point, new_scale, new_factor, ratio, report = self._judge(
             problem,
             path,
-            self.uses_scaling(path),
-            point,
-            scale,
-            factor,
+            state,
             step,
             predicted,
-            self.accept_threshold,
             column=lambda new, new_scale: _column(problem, new, new_scale),
         )
         new_damping, growth = _nielsen(damping, state.damping_growth, ratio, report)
