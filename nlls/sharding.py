@@ -61,16 +61,12 @@ class Rows:
         return jax.lax.with_sharding_constraint(matrix, NamedSharding(self.mesh, spec))
 
 
-def data_axis(mesh: Mesh, axis: str | None = None) -> str:
-    """The mesh axis the samples are split over: ``axis`` if given, else ``"data"`` when the mesh
-    has such an axis, else its only axis."""
+def data_axis(mesh: Mesh) -> str:
+    """The mesh axis the samples are split over: ``"data"`` when the mesh has such an axis, else
+    its only axis."""
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     names = tuple(mesh.axis_names)
-    if axis is not None:
-        if axis not in names:
-            raise ValueError(f"the mesh has no axis {axis!r}; its axes are {names}")
-        return axis
     if "data" in names:
         return "data"
     if len(names) == 1:

@@ -10,17 +10,10 @@ jax.config.update("jax_enable_x64", True)
 
 # A compiled XLA CPU program holds about a hundred memory mappings (a solve's, about 180). A test
 # worker that kept every program it compiled in the full suite passed Linux's default
-# ``vm.max_map_count`` (65,530), and XLA then segfaulted inside the next compile. The library's own
-# cache holds at most 128 plans (about 23,000 mappings).
+# ``vm.max_map_count`` (65,530), and XLA then segfaulted inside the next compile. The library's plan
+# cache lets its older plans go past 40,000 mappings (``nlls.plan._PlanCache``), but JAX's own caches
+# (equinox's filter_jit, the tests' jitted helpers) are cleared here.
 MAPPINGS_KEPT = 30_000
-
-
-def _mappings() -> int:
-    try:
-        with open("/proc/self/maps", "rb") as maps:
-            return sum(1 for _ in maps)
-    except OSError:  # not Linux
-        return 0
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,9 +22,9 @@ def _release_compiled_programs():
     ``MAPPINGS_KEPT`` memory mappings (clearing after every module slowed the suite by about a
     third: later modules recompile what they share)."""
     yield
-    if _mappings() > MAPPINGS_KEPT:
-        from nlls import plan
+    from nlls import plan
 
+    if plan.mapped_regions() > MAPPINGS_KEPT:
         plan._cached_plan.cache_clear()
         jax.clear_caches()
         gc.collect()
