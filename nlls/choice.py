@@ -7,7 +7,7 @@ The rule, from measurements (``BENCHMARKS.md``; ``docs/guide.md`` has the tables
   Moré's trust-region damping (``LevenbergMarquardt(damping="trust_region")``), which solves the
   damped system a few times a step to fit its radius and wastes fewer trial steps. On NIST's 38
   fits (n ≤ 9) it reaches every certified value, as Nielsen's damping does, with 1669 residual
-  evaluations against 2071 (1.1 ms a fit against 985 µs); on MINPACK's 53 runs (n ≤ 40) it spends
+  evaluations against 2071 (1.11 ms a fit against 893 µs); on MINPACK's 53 runs (n ≤ 40) it spends
   1835 evaluations against 3148; on the demo's neural ODE (m = 42 residuals, n = 354) it reached the
   target in 68 steps against 89 (344 ms against 388 ms).
 * Otherwise Levenberg–Marquardt with Nielsen's damping, one solve a step: on the wide MLP
